@@ -1,0 +1,53 @@
+# accident-severity-forecast: `make help` lists every target.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# The venv's bin first: MLflow and papermill start helpers (uvicorn, kernels) by name.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+STAMP := $(VENV)/.installed
+
+NB ?=
+ARGS ?=
+
+.PHONY: help setup up down status test lint notebooks run-notebook
+
+help: ## Show this list of targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "} {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	@touch $(STAMP)
+
+.env:
+	cp .env.example .env
+	@echo "Created .env from .env.example (local development defaults)."
+
+setup: $(STAMP) .env ## Create .venv and install everything (quick when nothing changed)
+	@echo "Environment ready: $(VENV) ($$($(PY) --version))."
+
+up: setup ## Start the embedded PostgreSQL, S3 and MLflow servers (idempotent)
+	@$(PY) scripts/services.py up
+
+down: ## Stop the embedded services that `make up` started
+	@test -x $(PY) && $(PY) scripts/services.py down || echo "Nothing to stop: no .venv yet."
+
+status: setup ## Show each service, its URL and whether it answers its health check
+	@$(PY) scripts/services.py status
+
+test: setup ## Run the test suite against real, private services
+	$(PY) -m pytest
+
+lint: setup ## Check the code with ruff
+	$(PY) -m ruff check .
+
+notebooks: setup ## Generate the .ipynb twins of the notebooks for JupyterLab (not committed)
+	$(PY) -m jupytext --sync notebooks/*.py
+
+run-notebook: setup ## Run a notebook headless: make run-notebook NB=02_train ARGS="-p name value"
+	@test -n "$(NB)" || { echo "usage: make run-notebook NB=02_train [ARGS='-p name value ...']"; exit 2; }
+	$(PY) scripts/run_notebook.py $(NB) $(ARGS)

