@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 NB ?=
 ARGS ?=
 
-.PHONY: help setup up down status test lint notebooks run-notebook
+.PHONY: help setup up down status test lint notebooks run-notebook compose compose-down
 
 help: ## Show this list of targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "} {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -51,3 +51,10 @@ notebooks: setup ## Generate the .ipynb twins of the notebooks for JupyterLab (n
 run-notebook: setup ## Run a notebook headless: make run-notebook NB=02_train ARGS="-p name value"
 	@test -n "$(NB)" || { echo "usage: make run-notebook NB=02_train [ARGS='-p name value ...']"; exit 2; }
 	$(PY) scripts/run_notebook.py $(NB) $(ARGS)
+
+compose: .env ## Run the product in containers: make compose PROFILE=ingestion|training-manual|training-workflow|simulation|all
+	@test -n "$(PROFILE)" || { echo "usage: make compose PROFILE=ingestion|training-manual|training-workflow|simulation|all"; exit 2; }
+	docker compose --profile $(PROFILE) up --build
+
+compose-down: ## Stop every docker-compose service (the named volumes, and so the data, stay)
+	docker compose --profile all down
