@@ -1,0 +1,623 @@
+"""Execute the jupytext notebooks with papermill, archive every run and record it in `notebook_runs`.
+
+A run reads a py:percent notebook, checks the parameters against the defaults in its cell
+tagged `parameters` (before any kernel starts), executes it in-process with papermill on an
+ipykernel of this interpreter, and leaves `REPORTS_DIR/runs/<notebook>/<run id>.ipynb` plus an
+HTML copy behind, whatever the outcome. The `notebook_runs` row is inserted as 'running' before
+the kernel starts and updated at the end, so a run killed outright stays visible as 'running'.
+
+Outcomes. `execute` returns a `RunResult` for every run that finished: succeeded, failed (a cell
+raised, or the kernel died) or timed_out (a cell ran longer than the timeout). Callers that
+must stop on failure call `result.raise_for_status()`, which raises `NotebookFailed`; the
+simulation runner inspects `result.ok` and carries on. Bad input (unknown notebook, unknown
+parameter, a value of the wrong type) raises `NotebookNotFound` or `ParameterError` before
+anything is written. An interruption (KeyboardInterrupt, or SIGTERM once
+`handle_sigterm_as_interrupt` is installed) saves the partial notebook, stops the kernel,
+records 'interrupted' and raises `NotebookInterrupted`, a KeyboardInterrupt that carries the
+result, so an interrupted caller stops too.
+
+Cell numbers (`failed_cell`) are 0-based positions among the cells of the source notebook as
+jupytext reads it, markdown cells included; papermill's injected-parameters cell is not counted.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import json
+import logging
+import math
+import shutil
+import signal
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+
+import jupytext
+import nbformat
+import papermill
+import psycopg2
+from ipykernel.kernelspec import RESOURCES, get_kernel_dict
+from jupyter_client.kernelspec import KernelSpec
+from jupyter_client.manager import AsyncKernelManager
+from jupyter_core.utils import ensure_event_loop, run_sync
+from nbclient.exceptions import CellTimeoutError
+from nbconvert import HTMLExporter
+from papermill.exceptions import PapermillExecutionError
+from papermill.execute import ERROR_MARKER_TAG
+
+from lib import db
+from lib.config import NOTEBOOKS_DIR, ROOT, load_settings
+
+logger = logging.getLogger(__name__)
+
+KERNEL_NAME = "python3"
+PARAMETERS_TAG = "parameters"
+INJECTED_TAG = "injected-parameters"  # papermill's tag for the cell it adds after `parameters`
+# A notebook that declares this parameter receives its run id unless the caller sets it (e.g. to
+# tag an MLflow run with the notebook run that produced it).
+RUN_ID_PARAMETER = "notebook_run_id"
+
+
+class NotebookError(Exception):
+    """Base class of the executor's errors."""
+
+
+class NotebookNotFound(NotebookError):
+    """The notebook name or path does not point at a notebook; the message lists the known ones."""
+
+
+class ParameterError(NotebookError):
+    """A parameter is unknown or its value does not fit the default's type; nothing was run."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What one execution did; the same facts as its `notebook_runs` row."""
+
+    run_id: str
+    notebook: str
+    source: Path
+    parameters: dict
+    status: str
+    started_at: datetime
+    duration_s: float
+    output_ipynb: Path | None
+    output_html: Path | None
+    failed_cell: int | None = None
+    failed_cell_first_line: str | None = None
+    error_name: str | None = None
+    error_value: str | None = None
+    recorded: bool = field(default=True, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "succeeded"
+
+    def describe(self) -> str:
+        """One readable block: outcome, failing cell and error, and where the outputs are."""
+        if self.ok:
+            lines = [f"{self.notebook} succeeded in {self.duration_s:.1f} s."]
+        else:
+            what = {"failed": "failed", "timed_out": "timed out", "interrupted": "was interrupted"}[self.status]
+            where = ""
+            if self.failed_cell is not None:
+                where = f" in cell {self.failed_cell} (`{self.failed_cell_first_line}`)"
+            lines = [
+                f"{self.notebook} {what}{where} after {self.duration_s:.1f} s:",
+                f"    {self.error_name}: {self.error_value}",
+            ]
+        if self.output_ipynb:
+            lines.append(f"  executed notebook: {self.output_ipynb}")
+        if self.output_html:
+            lines.append(f"  HTML report:       {self.output_html}")
+        table = "recorded in notebook_runs" if self.recorded else "not recorded"
+        lines.append(f"  run id:            {self.run_id} ({table})")
+        return "\n".join(lines)
+
+    def raise_for_status(self) -> RunResult:
+        """Raise NotebookFailed unless the run succeeded; return self to allow chaining."""
+        if not self.ok:
+            raise NotebookFailed(self)
+        return self
+
+
+class NotebookFailed(NotebookError):
+    """Raised by `RunResult.raise_for_status` for a run that failed or timed out."""
+
+    def __init__(self, result: RunResult):
+        super().__init__(result.describe())
+        self.result = result
+
+
+class NotebookInterrupted(KeyboardInterrupt):
+    """The run was interrupted; it is recorded, its partial notebook saved and its kernel stopped."""
+
+    def __init__(self, result: RunResult):
+        super().__init__(result.describe())
+        self.result = result
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding and reading notebooks
+
+
+def resolve_notebook(notebook: str | Path, notebooks_dir: Path = NOTEBOOKS_DIR) -> Path:
+    """`02_train`, `02_train.py` (both in `notebooks_dir`) or a path to a notebook file."""
+    candidates = [Path(notebook)]
+    name = Path(notebook).name
+    if Path(notebook).parent == Path("."):
+        candidates.append(notebooks_dir / (name if Path(name).suffix else f"{name}.py"))
+    for candidate in candidates:
+        if candidate.is_file() and candidate.suffix in (".py", ".ipynb"):
+            return candidate.resolve()
+    known = ", ".join(path.stem for path in sorted(notebooks_dir.glob("*.py"))) or "none"
+    raise NotebookNotFound(
+        f"notebook {str(notebook)!r} not found: it is neither a .py/.ipynb file nor a notebook in "
+        f"{notebooks_dir} (known: {known})"
+    )
+
+
+def read_notebook(path: Path) -> nbformat.NotebookNode:
+    """The notebook as jupytext reads it, set to run on this interpreter's ipykernel."""
+    nb = jupytext.read(path)
+    nb.metadata["kernelspec"] = {"name": KERNEL_NAME, "display_name": "Python 3 (ipykernel)", "language": "python"}
+    return nb
+
+
+def _parameters_cell(nb: nbformat.NotebookNode) -> nbformat.NotebookNode | None:
+    return next((cell for cell in nb.cells if PARAMETERS_TAG in cell.metadata.get("tags", [])), None)
+
+
+def _defaults(nb: nbformat.NotebookNode, path: Path) -> dict:
+    """Names and literal defaults assigned at the top level of the parameters cell."""
+    cell = _parameters_cell(nb)
+    if cell is None:
+        return {}
+    try:
+        tree = ast.parse(cell.source)
+    except SyntaxError as error:
+        raise NotebookError(f"{path}: the parameters cell is not valid Python: {error}") from None
+    defaults = {}
+    for statement in tree.body:
+        if isinstance(statement, ast.Assign) and len(statement.targets) == 1:
+            target, value = statement.targets[0], statement.value
+        elif isinstance(statement, ast.AnnAssign) and statement.value is not None:
+            target, value = statement.target, statement.value
+        else:
+            continue
+        if not isinstance(target, ast.Name):
+            continue
+        try:
+            defaults[target.id] = ast.literal_eval(value)
+        except (ValueError, TypeError, SyntaxError):
+            # Papermill injects literals, so a default must be one for overrides to make sense.
+            raise NotebookError(
+                f"{path}: the default of parameter {target.id!r} is `{ast.unparse(value)}`; parameters "
+                "cells hold literals only (numbers, strings, lists, dicts, True/False/None)"
+            ) from None
+    return defaults
+
+
+def parameters_of(notebook: str | Path) -> dict:
+    """The defaults of the notebook's parameters cell ({} when it has none)."""
+    path = resolve_notebook(notebook)
+    return _defaults(read_notebook(path), path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameters
+
+
+def _known(defaults: dict) -> str:
+    return ", ".join(f"{name}={value!r}" for name, value in defaults.items()) or "none"
+
+
+def _fits(value, default) -> bool:
+    if value is None or default is None:
+        return True
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, int | float)
+    return isinstance(value, type(default))
+
+
+def _check_names(path: Path, nb: nbformat.NotebookNode, parameters: dict) -> dict:
+    """Raise ParameterError for parameters the notebook does not declare; return its defaults."""
+    if parameters and _parameters_cell(nb) is None:
+        raise ParameterError(
+            f"{path.name} has no cell tagged 'parameters', so it takes no parameters; got {', '.join(parameters)}"
+        )
+    defaults = _defaults(nb, path)
+    for name, value in parameters.items():
+        if name not in defaults:
+            raise ParameterError(
+                f"{path.name} has no parameter {name!r} (given value {value!r}); its parameters are: {_known(defaults)}"
+            )
+    return defaults
+
+
+def check_parameters(path: Path, nb: nbformat.NotebookNode, parameters: dict) -> dict:
+    """Validate names and types against the defaults; return the defaults updated with `parameters`."""
+    defaults = _check_names(path, nb, parameters)
+    for name, value in parameters.items():
+        if not _fits(value, defaults[name]):
+            raise ParameterError(
+                f"{path.name}: parameter {name!r} expects {type(defaults[name]).__name__} like its default "
+                f"{defaults[name]!r}, got {type(value).__name__} {value!r}; its parameters are: {_known(defaults)}"
+            )
+    return {**defaults, **parameters}
+
+
+def _literal(text: str):
+    """JSON or a Python literal; anything else stays the text itself (papermill's leniency)."""
+    for parse in (json.loads, ast.literal_eval):
+        try:
+            return parse(text)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            continue
+    return text
+
+
+def _typed(text: str, default):
+    """Parse command-line text to the type of `default`; raise ValueError with the expected form."""
+    if default is None:
+        return _literal(text)
+    if isinstance(default, bool):
+        if text.lower() in ("true", "yes", "1"):
+            return True
+        if text.lower() in ("false", "no", "0"):
+            return False
+        raise ValueError("true or false")
+    if isinstance(default, int):
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError("a whole number") from None
+    if isinstance(default, float):
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError("a number") from None
+    if isinstance(default, str):
+        return text
+    if isinstance(default, list):
+        kinds = {type(item) for item in default}
+        item_default = default[0] if len(kinds) == 1 else None
+        try:
+            if not text.strip().startswith("["):
+                return [_typed(item.strip(), item_default) for item in text.split(",") if item.strip()]
+            value = _literal(text)
+            if isinstance(value, list):
+                return value
+        except ValueError:
+            pass
+        example = ",".join(map(str, default)) or "a,b"
+        raise ValueError(f"a list such as {example} or [{example.replace(',', ', ')}]")
+    value = _literal(text)
+    if isinstance(value, type(default)):
+        return value
+    raise ValueError(f"a {type(default).__name__} literal")
+
+
+def parameters_from_text(notebook: str | Path, pairs: list[tuple[str, str]]) -> dict:
+    """Command-line `-p name value` pairs typed against the notebook's defaults.
+
+    A value becomes the type of its default: `-p years 2014,2015` gives [2014, 2015] when the
+    default is a list of ints, `-p name 2019` stays "2019" when the default is a string, and a
+    parameter whose default is None takes JSON or a Python literal (else the text).
+    """
+    path = resolve_notebook(notebook)
+    nb = read_notebook(path)
+    raw = dict(pairs)
+    defaults = _check_names(path, nb, raw)
+    typed = {}
+    for name, text in raw.items():
+        try:
+            typed[name] = _typed(text, defaults[name])
+        except ValueError as expected:
+            raise ParameterError(
+                f"{path.name}: parameter {name!r} expects {expected} (default {defaults[name]!r}), "
+                f"got {text!r}; its parameters are: {_known(defaults)}"
+            ) from None
+    return typed
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernel
+
+
+class CallerKernelManager(AsyncKernelManager):
+    """An ipykernel of the interpreter that runs the executor, over IPC sockets in a private folder.
+
+    The kernelspec comes from ipykernel itself, so a `python3` kernelspec installed elsewhere
+    (for another interpreter) cannot take over. IPC keeps the kernel off TCP ports; the
+    folder is unique per kernel, so concurrent runs never share socket files.
+    """
+
+    def __init__(self, **kwargs):
+        self.socket_dir = Path(tempfile.mkdtemp(prefix="asf-kernel-"))
+        self.clients = []
+        kwargs.setdefault("transport", "ipc")
+        kwargs.setdefault("ip", str(self.socket_dir / "kernel"))
+        kwargs.setdefault("connection_file", str(self.socket_dir / "kernel.json"))
+        super().__init__(kernel_name=KERNEL_NAME, **kwargs)
+
+    @property
+    def kernel_spec(self) -> KernelSpec:
+        if self._kernel_spec is None:
+            self._kernel_spec = KernelSpec(resource_dir=RESOURCES, **get_kernel_dict())
+        return self._kernel_spec
+
+    def client(self, **kwargs):
+        # Kept so `stop` can close them: nbclient leaves the clients of a manager it was given open.
+        client = super().client(**kwargs)
+        self.clients.append(client)
+        return client
+
+    def stop(self, now: bool) -> None:
+        """Shut the kernel down (`now`: kill it without a shutdown request) and remove its sockets."""
+        try:
+            for client in self.clients:
+                client.stop_channels()
+            if run_sync(self.is_alive)():
+                run_sync(self.shutdown_kernel)(now=now)
+            else:
+                run_sync(self.cleanup_resources)()
+        finally:
+            shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Execution
+
+
+@cache
+def _html_exporter() -> HTMLExporter:
+    # The lab template inlines its CSS from the installed nbconvert files, so converting needs no
+    # network; only a reader's browser fetches MathJax and require.js, for maths and widgets.
+    return HTMLExporter(template_name="lab")
+
+
+def write_html(ipynb: Path) -> Path:
+    """Write the HTML copy of an executed notebook next to it."""
+    body, _ = _html_exporter().from_filename(str(ipynb))
+    html = ipynb.with_suffix(".html")
+    html.write_text(body, encoding="utf-8")
+    return html
+
+
+def _new_run_id(now: datetime) -> str:
+    return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+
+
+def _insert_running(database_url: str, result: RunResult) -> None:
+    with db.session(database_url) as conn, conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO notebook_runs (run_id, notebook, parameters, status, started_at, output_ipynb)"
+            " VALUES (%s, %s, %s, 'running', %s, %s)",
+            (
+                result.run_id,
+                result.notebook,
+                json.dumps(result.parameters, default=str),
+                result.started_at,
+                str(result.output_ipynb),
+            ),
+        )
+
+
+def _record_outcome(database_url: str, result: RunResult) -> None:
+    with db.session(database_url) as conn, conn.cursor() as cur:
+        cur.execute(
+            "UPDATE notebook_runs SET status = %s, finished_at = %s, duration_s = %s, output_ipynb = %s,"
+            " output_html = %s, failed_cell = %s, error_name = %s, error_value = %s WHERE run_id = %s",
+            (
+                result.status,
+                datetime.now(UTC),
+                result.duration_s,
+                str(result.output_ipynb) if result.output_ipynb else None,
+                str(result.output_html) if result.output_html else None,
+                result.failed_cell,
+                result.error_name,
+                result.error_value,
+                result.run_id,
+            ),
+        )
+
+
+def _run_papermill(
+    nb: nbformat.NotebookNode, output: Path, parameters: dict, timeout: float, progress: bool
+) -> tuple[str, str | None, str | None]:
+    """Execute; return (status, error name, error value). KeyboardInterrupt propagates."""
+    km = CallerKernelManager()
+    busy = True  # until papermill returns or reports a cell error, the kernel may be mid-cell
+    try:
+        papermill.execute_notebook(
+            nb,
+            str(output),
+            parameters=parameters,
+            kernel_name=KERNEL_NAME,
+            progress_bar=progress,
+            # The kernel starts in the repository root, so notebooks import `lib` and resolve relative
+            # paths from there. (nbclient's start directory; papermill's `cwd` would chdir this process.)
+            resources={"metadata": {"path": str(ROOT)}},
+            execution_timeout=math.ceil(timeout),
+            km=km,
+        )
+        busy = False
+        return "succeeded", None, None
+    except PapermillExecutionError as error:
+        busy = False
+        return "failed", error.ename, error.evalue
+    except CellTimeoutError:
+        return "timed_out", "CellTimeoutError", f"a cell ran longer than the {timeout:g} s timeout"
+    except Exception as error:  # the kernel died or never started: still a recorded failure
+        logger.exception("The kernel running %s stopped unexpectedly.", output.name)
+        return "failed", type(error).__name__, str(error) or repr(error)
+    except KeyboardInterrupt:
+        _cancel_abandoned_tasks()
+        raise
+    finally:
+        # A busy kernel is killed: a shutdown request would race its interrupted cell. An idle
+        # one is asked to exit, so exit handlers in the notebook's libraries still run.
+        km.stop(now=busy)
+
+
+def _cancel_abandoned_tasks() -> None:
+    """Cancel the cell execution an interruption left suspended in this thread's event loop.
+
+    Otherwise it wakes up during the kernel shutdown, finds the kernel gone and asyncio reports
+    "Task exception was never retrieved". asyncio.run cleans up the same way.
+    """
+    loop = ensure_event_loop()
+    if loop.is_running():
+        return
+    pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in pending:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+
+
+def _first_line(source: str, width: int = 80) -> str:
+    line = next((line.strip() for line in source.splitlines() if line.strip()), "")
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def _stopped_cell(nb: nbformat.NotebookNode) -> tuple[int | None, str | None]:
+    """The last cell that started executing, as (index in the source notebook, first line)."""
+    index, stopped = 0, (None, None)
+    for cell in nb.cells:
+        tags = cell.metadata.get("tags", [])
+        if INJECTED_TAG in tags or ERROR_MARKER_TAG in tags:
+            continue
+        if cell.metadata.get("papermill", {}).get("start_time"):
+            stopped = (index, _first_line(cell.source))
+        index += 1
+    return stopped
+
+
+def _finish_output(output: Path, source: Path, status: str, error_value: str | None) -> tuple[int | None, str | None]:
+    """Point the executed notebook at its source, flag a run that stopped early, return where it stopped."""
+    if not output.exists():
+        return None, None
+    nb = nbformat.read(output, as_version=4)
+    # papermill stores the input it was given, here the whole notebook object: keep the path instead.
+    nb.metadata.setdefault("papermill", {})["input_path"] = str(source)
+    cell, first_line = (None, None) if status == "succeeded" else _stopped_cell(nb)
+    if status in ("timed_out", "interrupted") and cell is not None:
+        # papermill flags failed cells itself; these banners use its tag so a rerun drops them too.
+        what = "timed out" if status == "timed_out" else "was interrupted"
+        banner = nbformat.v4.new_markdown_cell(
+            f"**This run {what} in cell {cell}** (`{first_line}`): {error_value}. Later cells did not run."
+        )
+        banner.metadata["tags"] = [ERROR_MARKER_TAG]
+        nb.cells.insert(0, banner)
+    nbformat.write(nb, output)
+    return cell, first_line
+
+
+def _html_copy(output: Path) -> Path | None:
+    if not output.exists():
+        return None
+    try:
+        return write_html(output)
+    except Exception:  # the run's outcome matters more than its HTML copy
+        logger.exception("Could not write the HTML copy of %s.", output)
+        return None
+
+
+def execute(
+    notebook: str | Path,
+    parameters: dict | None = None,
+    *,
+    reports_dir: str | Path | None = None,
+    database_url: str | None = None,
+    timeout: float | None = None,
+    record: bool = True,
+    progress: bool = True,
+) -> RunResult:
+    """Run a notebook with parameters, archive it and record it; see the module docstring for outcomes.
+
+    `reports_dir`, `database_url` and `timeout` (seconds per cell) default to REPORTS_DIR,
+    DATABASE_URL and NOTEBOOK_TIMEOUT. `record=False` skips the database. A `notebook_run_id`
+    parameter left at None receives the run id.
+    """
+    source = resolve_notebook(notebook)
+    nb = read_notebook(source)
+    parameters = dict(parameters or {})
+    effective = check_parameters(source, nb, parameters)
+    if reports_dir is None or timeout is None or (record and database_url is None):
+        settings = load_settings()
+        reports_dir = settings.reports_dir if reports_dir is None else reports_dir
+        timeout = settings.notebook_timeout if timeout is None else timeout
+        database_url = settings.database_url if database_url is None else database_url
+    if timeout <= 0:
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+
+    started = datetime.now(UTC)
+    run_id = _new_run_id(started)
+    if RUN_ID_PARAMETER in effective and parameters.get(RUN_ID_PARAMETER) is None:
+        parameters[RUN_ID_PARAMETER] = effective[RUN_ID_PARAMETER] = run_id
+    output = Path(reports_dir).resolve() / "runs" / source.stem / f"{run_id}.ipynb"
+    running = RunResult(
+        run_id=run_id,
+        notebook=source.stem,
+        source=source,
+        parameters=effective,
+        status="running",
+        started_at=started,
+        duration_s=0.0,
+        output_ipynb=output,
+        output_html=None,
+        recorded=record,
+    )
+    if record:
+        _insert_running(database_url, running)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    logger.info("Running %s as run %s with parameters %s.", source.stem, run_id, parameters or "(defaults)")
+
+    clock = time.monotonic()
+    try:
+        status, error_name, error_value = _run_papermill(nb, output, parameters, timeout, progress)
+    except KeyboardInterrupt:
+        status, error_name, error_value = "interrupted", "KeyboardInterrupt", "the run was interrupted"
+    duration = time.monotonic() - clock
+    failed_cell, first_line = _finish_output(output, source, status, error_value)
+    result = replace(
+        running,
+        status=status,
+        duration_s=duration,
+        output_ipynb=output if output.exists() else None,
+        output_html=_html_copy(output),
+        failed_cell=failed_cell,
+        failed_cell_first_line=first_line,
+        error_name=error_name,
+        error_value=error_value,
+    )
+    if record:
+        try:
+            _record_outcome(database_url, result)
+        except (db.DatabaseError, psycopg2.Error) as error:
+            logger.error("Could not record the outcome of run %s in notebook_runs: %s", run_id, error)
+            result = replace(result, recorded=False)
+
+    (logger.info if result.ok else logger.warning)(
+        "Run %s of %s ended %s after %.1f s.", run_id, source.stem, status, duration
+    )
+    if status == "interrupted":
+        raise NotebookInterrupted(result)
+    return result
+
+
+def handle_sigterm_as_interrupt() -> None:
+    """Make SIGTERM raise KeyboardInterrupt (main thread), so a terminated run is recorded as interrupted."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
