@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 NB ?=
 ARGS ?=
 
-.PHONY: help setup up down status test lint notebooks run-notebook compose compose-down
+.PHONY: help setup up down status test lint notebooks run-notebook bench compose compose-down
 
 help: ## Show this list of targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "} {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -45,10 +45,13 @@ test: setup ## Run the test suite against real, private services
 lint: setup ## Check the code with ruff
 	$(PY) -m ruff check .
 
+bench: setup ## Run the benchmark scripts (minutes; figures go into BENCHMARKS.md by hand)
+	@for script in scripts/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+
 notebooks: setup ## Generate the .ipynb twins of the notebooks for JupyterLab (not committed)
 	$(PY) -m jupytext --sync notebooks/*.py
 
-run-notebook: setup ## Run a notebook headless: make run-notebook NB=02_train ARGS="-p name value"
+run-notebook: setup ## Run one notebook headless and archive it: make run-notebook NB=02_train ARGS="-p test_year 2018"
 	@test -n "$(NB)" || { echo "usage: make run-notebook NB=02_train [ARGS='-p name value ...']"; exit 2; }
 	$(PY) scripts/run_notebook.py $(NB) $(ARGS)
 
