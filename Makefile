@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 NB ?=
 ARGS ?=
 
-.PHONY: help setup up down status test lint notebooks run-notebook bench ingestion synthetic compose compose-down
+.PHONY: help setup up down status test lint notebooks run-notebook bench ingestion synthetic training-manual training-workflow compose compose-down
 
 help: ## Show this list of targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "} {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -41,6 +41,12 @@ status: setup ## Show each service, its URL and whether it answers its health ch
 
 ingestion: up ## Ingest STATS19_YEARS from STATS19_BASE_URL into the lake (01_ingest)
 	$(PY) scripts/run_notebook.py 01_ingest
+
+training-manual: up notebooks ## Start JupyterLab (token printed) on the notebooks, next to the MLflow UI
+	$(PY) scripts/lab.py
+
+training-workflow: up ## Train headless: run 02_train, track it in MLflow, promote if it wins
+	$(PY) scripts/run_notebook.py 02_train $(ARGS)
 
 synthetic: setup ## Write synthetic DfT-format files: make synthetic YEARS=2019-2024 SIZE=20000
 	$(PY) scripts/make_synthetic.py --years $(or $(YEARS),2019-2024) --collisions-per-year $(or $(SIZE),20000) \
