@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import socket
+import tempfile
+import uuid
 from pathlib import Path
 
+import psycopg2
 import pytest
 
 from lib.config import ROOT, load_settings
@@ -41,9 +45,13 @@ def free_port_block(size: int = 5, grpc_offset: int = 10000) -> int:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory):
-    """Real PostgreSQL, S3 and MLflow servers for this session; their variables are exported."""
-    state = tmp_path_factory.mktemp("services")
+def stack():
+    """Real PostgreSQL, S3 and MLflow servers for this session; their variables are exported.
+
+    Their state lives in a folder of its own, not under pytest's tmp_path: pytest prunes old
+    session folders, which would pull the data from under a server still running in another session.
+    """
+    state = Path(tempfile.mkdtemp(prefix="asf-test-stack-"))
     postgres_port, s3_port, mlflow_port = free_port_block(1, 0), free_port_block(), free_port_block(1, 0)
     overrides = {
         "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{postgres_port}/asf_test",
@@ -62,6 +70,7 @@ def stack(tmp_path_factory):
         yield services
     finally:
         services.down()
+        shutil.rmtree(state, ignore_errors=True)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -87,3 +96,18 @@ def shared_data() -> Path:
     if not STATS19.is_dir():
         pytest.skip(f"the shared STATS19 data is not at {STATS19} (it ships beside the repository, not in it)")
     return STATS19
+
+
+@pytest.fixture
+def fresh_database(settings):
+    """A private empty database on the stack's server for one test, dropped afterwards."""
+    server = settings.database_url.rsplit("/", 1)[0]
+    name = "test_" + uuid.uuid4().hex[:8]
+    admin = psycopg2.connect(server + "/postgres")
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    yield f"{server}/{name}"
+    with admin.cursor() as cur:
+        cur.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    admin.close()

@@ -2,28 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-import psycopg2
 import pytest
 
 from lib import db
-
-
-@pytest.fixture
-def fresh_database(settings):
-    """A new empty database on the stack's server, dropped afterwards."""
-    name = "migrations_" + uuid.uuid4().hex[:8]
-    admin_url = settings.database_url.rsplit("/", 1)[0] + "/postgres"
-    admin = psycopg2.connect(admin_url)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    yield settings.database_url.rsplit("/", 1)[0] + "/" + name
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    admin.close()
 
 
 def _tables(url: str) -> set[str]:

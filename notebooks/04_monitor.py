@@ -1,0 +1,221 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 04 · Monitor a window of scored collisions
+#
+# For one window of days this notebook asks three questions and writes down the answers:
+#
+# * **Has the input changed?** Each feature of the window's collisions is compared with the reference
+#   sample logged with the model that scored them, and so are the model's outputs: the P(KSI)
+#   distribution and the shares of predicted severities (Evidently; the full report is saved per window).
+# * **Is the model still right?** A collision's true severity is known only `label_delay_days` after it
+#   happened. Quality (KSI ROC-AUC and PR-AUC, precision and recall at the alert threshold, Brier score,
+#   macro-F1) is computed for every monitored window whose labels have **all** arrived by the simulated
+#   date `as_of`, from those labels only; for the window just ended that is usually weeks later.
+# * **Should the model be retrained?** Yes when the mean KSI PR-AUC of the last labelled windows falls
+#   below a fraction of the champion's test score, or when too many features drifted in this window.
+#
+# Every number goes to PostgreSQL (`monitoring_metrics`; the decision to `model_events`), and the
+# dashboard `REPORTS_DIR/dashboard.html` is rebuilt from those tables. Running the notebook again with
+# the same parameters replaces what it wrote. `lib/monitor.py` holds the rules.
+
+# %% tags=["parameters"]
+window_start = ""  # ISO date: the first day of the window
+window_end = ""  # ISO date: the last day of the window (inclusive)
+as_of = None  # ISO date: the simulated today; None: window_end
+label_delay_days = None  # None: LABEL_DELAY_DAYS
+model_version = None  # the version whose predictions to monitor; None: the one that scored most of the window
+model_name = None  # None: MODEL_NAME
+database_url = None  # None: DATABASE_URL
+reports_dir = None  # None: REPORTS_DIR
+lake_uri = None  # None: LAKE_URI
+drift_share_threshold = 0.2  # retrain when this share of the features drifted in the window
+quality_windows = 4  # labelled windows averaged for the quality rule
+quality_fraction = 0.8  # retrain when their mean KSI PR-AUC < this x the champion's test KSI PR-AUC
+
+# %%
+import logging
+import time
+from datetime import date
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from IPython.display import Markdown, display
+
+from lib import monitor
+from lib.config import load_settings
+from lib.dashboard import CHAMPION_SERIES, write_dashboard
+from lib.db import session
+from lib.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES
+from lib.ingest import CURATED
+from lib.lake import open_lake
+from lib.model import load_reference
+
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+started = time.monotonic()
+settings = load_settings()
+if not window_start or not window_end:
+    raise ValueError(f"window_start and window_end are required ISO dates, got {window_start!r} and {window_end!r}")
+start, end = date.fromisoformat(window_start), date.fromisoformat(window_end)
+if end < start:
+    raise ValueError(f"window_end {end} is before window_start {start}")
+today = date.fromisoformat(as_of) if as_of else end
+delay = settings.label_delay_days if label_delay_days is None else int(label_delay_days)
+database_url = database_url or settings.database_url
+reports = Path(reports_dir) if reports_dir else settings.reports_dir
+model_name = model_name or settings.model_name
+policy = monitor.RetrainingPolicy(quality_windows, quality_fraction, drift_share_threshold)
+lake = open_lake(settings, lake_uri)
+mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+
+
+def curated_rows(first: date, last: date) -> pd.DataFrame:
+    """The curated collisions (features and labels) dated first..last, from the lake."""
+    rows = lake.read_dataset(CURATED, range(first.year, last.year + 1))
+    dates = pd.to_datetime(rows["date"])
+    return rows[(dates >= pd.Timestamp(first)) & (dates <= pd.Timestamp(last))]
+
+
+# %% [markdown]
+# ## The window's predictions and the model's reference
+#
+# The predictions come from PostgreSQL (written by 03_infer), the features of the same collisions
+# from the curated lake, and the reference sample from the MLflow run of the model version that made
+# the predictions.
+
+# %%
+with session(database_url) as conn:
+    versions = monitor.window_model_versions(conn, start, end)
+    if not versions:
+        raise RuntimeError(f"no predictions for collisions dated {start}..{end} in PostgreSQL: run 03_infer first")
+    model_version = str(model_version) if model_version else versions[0]
+    predictions = monitor.load_predictions(conn, start, end, model_version)
+if predictions.empty:
+    raise RuntimeError(f"model version {model_version} scored none of {start}..{end}; versions that did: {versions}")
+window = monitor.join_truth(predictions, curated_rows(start, end))
+model_uri = f"models:/{model_name}/{model_version}"
+champion_run = mlflow.MlflowClient().get_run(mlflow.models.get_model_info(model_uri).run_id)
+reference = load_reference(model_uri)
+print(
+    f"Window {start}..{end}: {len(window):,} collisions scored by {model_name} version {model_version}"
+    f"{' (other versions scored some too: ' + ', '.join(versions[1:]) + ')' if len(versions) > 1 else ''}; "
+    f"reference sample: {len(reference):,} rows of run {champion_run.info.run_id}."
+)
+
+# %% [markdown]
+# ## Drift of the features and of the predictions
+#
+# Evidently picks a test per column from its type and the sample size (for samples above 1,000 rows,
+# the normed Wasserstein distance for numbers and the Jensen-Shannon distance for codes, drift above 0.1).
+# The features that drifted, most first:
+
+# %%
+drift, snapshot = monitor.compute_drift(
+    window, reference, CATEGORICAL_FEATURES, NUMERIC_FEATURES, policy.drift_share_threshold
+)
+report = monitor.save_report(snapshot, reports, start, end, model_version)
+with session(database_url) as conn:
+    monitor.store_metrics(conn, start, end, model_version, "drift", drift.metrics(), end)
+
+features = pd.DataFrame(
+    {"score": drift.feature_scores, "drifted": drift.feature_drifted, "method": drift.feature_methods}
+).sort_values("score", ascending=False)
+display(
+    Markdown(
+        f"**{drift.drifted_features} of {drift.features} features drifted ({drift.share_drifted_features:.0%})**; "
+        f"P(KSI) drift score {drift.p_ksi_score:.3f} ({drift.p_ksi_method}, "
+        f"{'drifted' if drift.p_ksi_drifted else 'no drift'}). "
+        f"The full Evidently report: [{report.name}]({report.resolve().as_uri()})."
+    )
+)
+display(features[features["drifted"]] if drift.drifted_features else Markdown("No feature drifted."))
+pd.DataFrame({"window": drift.predicted_shares, "reference": drift.reference_predicted_shares}).style.format(
+    "{:.1%}"
+).set_caption("Shares of predicted severity")
+
+# %% [markdown]
+# ## Quality where the labels have arrived
+#
+# The windows below had every label by the simulated date: those whose last label arrived during this
+# window, and any older one not evaluated yet. Labels that arrive later are never read.
+
+# %%
+with session(database_url) as conn:
+    due = monitor.windows_awaiting_quality(conn, today, delay, completed_since=start)
+    quality_rows = []
+    for due_start, due_end, due_version in due:
+        scored = monitor.join_truth(
+            monitor.load_predictions(conn, due_start, due_end, due_version), curated_rows(due_start, due_end)
+        )
+        quality = monitor.compute_quality(scored, due_start, due_end, today, delay)
+        monitor.store_metrics(conn, due_start, due_end, due_version, "quality", quality.metrics(), quality.known_at)
+        quality_rows.append(
+            {
+                "window": f"{due_start}..{due_end}",
+                "model_version": due_version,
+                "labelled": quality.labelled_rows,
+                **quality.values,
+            }
+        )
+if quality_rows:
+    shown = [
+        "window",
+        "model_version",
+        "labelled",
+        "ksi_roc_auc",
+        "ksi_pr_auc",
+        "ksi_precision",
+        "ksi_recall",
+        "ksi_brier",
+        "macro_f1",
+    ]
+    display(pd.DataFrame(quality_rows)[shown].set_index("window"))
+else:
+    display(
+        Markdown(
+            f"No monitored window completed its labels between {start} and {today}; this window's arrive on "
+            f"{monitor.labels_known_at(end, delay)}."
+        )
+    )
+
+# %% [markdown]
+# ## The retraining decision and the dashboard
+
+# %%
+champion_scores = {key: champion_run.data.metrics[key] for key in CHAMPION_SERIES if key in champion_run.data.metrics}
+with session(database_url) as conn:
+    decision = monitor.decide_from_metrics(conn, model_version, today, champion_scores.get("test_ksi_pr_auc"), policy)
+    monitor.record_decision(conn, decision, model_name)
+    dashboard = write_dashboard(conn, reports, champion_scores, policy.drift_share_threshold)
+
+if decision.recommended:
+    verdict = "**Retraining recommended**: " + "; ".join(decision.reasons) + "."
+elif decision.mean_pr_auc is not None and decision.quality_floor is not None:
+    verdict = (
+        f"**No retraining needed**: mean KSI PR-AUC {decision.mean_pr_auc:.3f} over the last "
+        f"{len(decision.recent_pr_aucs)} labelled window(s) is above the floor {decision.quality_floor:.3f}, and "
+        f"{drift.share_drifted_features:.0%} of the features drifted (threshold {policy.drift_share_threshold:.0%})."
+    )
+else:
+    verdict = (
+        f"**No retraining needed**: no labelled window to judge quality by yet, and {drift.share_drifted_features:.0%} "
+        f"of the features drifted (threshold {policy.drift_share_threshold:.0%})."
+    )
+display(
+    Markdown(
+        f"{verdict}\n\nDashboard: [{dashboard.name}]({dashboard.resolve().as_uri()}). "
+        f"The notebook took {time.monotonic() - started:.1f} s."
+    )
+)

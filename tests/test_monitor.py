@@ -1,0 +1,495 @@
+"""Monitoring: drift where it is, quality only from arrived labels, idempotent storage, the dashboard."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from datetime import date, timedelta
+
+import mlflow
+import numpy as np
+import pandas as pd
+import psycopg2
+import psycopg2.extras
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from lib import db, evaluation, monitor, notebooks, stats19, synth
+from lib import model as severity_model
+from lib.dashboard import write_dashboard
+from lib.features import CATEGORICAL_FEATURES, FEATURE_COLUMNS, NUMERIC_FEATURES, build_curated
+from lib.ingest import CURATED
+from lib.lake import Lake
+
+WINDOW_START, WINDOW_END = date(2024, 3, 4), date(2024, 3, 10)
+DELAY = 30
+SHIFT_START, SHIFT_END = date(2024, 3, 4), date(2024, 3, 10)
+
+
+def scored_collisions(first: date, days: int, per_day: int = 60, seed: int = 0) -> pd.DataFrame:
+    """Prediction rows joined with the truth; P(KSI) is informative but imperfect."""
+    rng = np.random.default_rng(seed)
+    n = days * per_day
+    severity = rng.choice([1, 2, 3], size=n, p=[0.03, 0.22, 0.75])
+    ksi = (severity <= 2).astype(int)
+    p_ksi = np.clip(0.25 + 0.3 * (ksi - 0.25) + rng.normal(0, 0.2, n), 0.001, 0.999)
+    predicted = np.where(p_ksi > 0.5, 2, 3)
+    predicted[p_ksi > 0.8] = 1
+    return pd.DataFrame(
+        {
+            "collision_index": [f"SYNTH{i:06d}" for i in range(n)],
+            "collision_date": [first + timedelta(days=int(i // per_day)) for i in range(n)],
+            "p_ksi": p_ksi,
+            "predicted_severity": predicted,
+            "ksi_alert": p_ksi >= 0.4,
+            "alert_threshold": 0.4,
+            "collision_severity": severity,
+            "ksi": ksi,
+        }
+    )
+
+
+def flip_labels(frame: pd.DataFrame, rows: pd.Series) -> pd.DataFrame:
+    flipped = frame.copy()
+    flipped.loc[rows, "ksi"] = 1 - flipped.loc[rows, "ksi"]
+    flipped.loc[rows, "collision_severity"] = flipped.loc[rows, "collision_severity"].map({1: 3, 2: 3, 3: 2})
+    return flipped
+
+
+# -------------------------------------------------------------------------------------------- drift
+
+
+@pytest.fixture(scope="module")
+def synthetic_curated(tmp_path_factory) -> pd.DataFrame:
+    """Two synthetic years read and curated as ingestion does; one March week is flooded with rural
+    60 mph collisions at night."""
+    folder = tmp_path_factory.mktemp("synthetic")
+    tables = synth.generate([2023, 2024], 20_000, seed=1, shift=synth.Shift(SHIFT_START, SHIFT_END))
+    synth.write_files(tables, folder)
+    years = [stats19.load_year(folder.as_uri() + "/", year, folder / "cache", progress=False) for year in (2023, 2024)]
+    return pd.concat([build_curated(y.collisions, y.vehicles, y.casualties) for y in years], ignore_index=True)
+
+
+def with_predictions(frame: pd.DataFrame, model) -> pd.DataFrame:
+    p_ksi = model.predict_proba(frame[FEATURE_COLUMNS].astype("float64").fillna(-1))[:, 1]
+    return frame.assign(p_ksi=p_ksi, predicted_severity=np.where(p_ksi >= 0.3, 2, 3))
+
+
+def test_drift_is_found_in_the_shifted_window_and_not_in_the_others(synthetic_curated, database_url, tmp_path):
+    training = synthetic_curated[synthetic_curated["collision_year"] == 2023]
+    model = make_pipeline(StandardScaler(), LogisticRegression())
+    model.fit(training[FEATURE_COLUMNS].astype("float64").fillna(-1), training["ksi"])
+    reference = with_predictions(training.sample(5_000, random_state=0), model)
+    policy = monitor.RetrainingPolicy()
+    results = {}
+    for start in (SHIFT_START - timedelta(days=7), SHIFT_START, SHIFT_START + timedelta(days=7)):
+        end = start + timedelta(days=6)
+        dates = synthetic_curated["date"]
+        window = with_predictions(
+            synthetic_curated[(dates >= pd.Timestamp(start)) & (dates <= pd.Timestamp(end))], model
+        )
+        drift, snapshot = monitor.compute_drift(
+            window, reference, CATEGORICAL_FEATURES, NUMERIC_FEATURES, policy.drift_share_threshold
+        )
+        with db.session(database_url) as conn:
+            monitor.store_metrics(conn, start, end, "1", "drift", drift.metrics(), end)
+            decision = monitor.decide_from_metrics(conn, "1", end, champion_pr_auc=None, policy=policy)
+        results[start] = (drift, decision, monitor.save_report(snapshot, tmp_path, start, end, "1"))
+
+    shifted, decision, report = results.pop(SHIFT_START)
+    assert shifted.share_drifted_features > policy.drift_share_threshold and decision.recommended
+    assert decision.drift_share == shifted.share_drifted_features
+    drifted = {name for name, flag in shifted.feature_drifted.items() if flag}
+    assert {"speed_limit", "urban_or_rural_area", "light_conditions", "hour"} <= drifted
+    assert shifted.p_ksi_drifted
+    assert shifted.predicted_shares["serious"] > 2 * shifted.reference_predicted_shares["serious"]
+    for drift, decision, _ in results.values():
+        assert drift.share_drifted_features < policy.drift_share_threshold and not decision.recommended
+        assert not {"speed_limit", "urban_or_rural_area"} & {n for n, flag in drift.feature_drifted.items() if flag}
+        assert drift.p_ksi_score < shifted.p_ksi_score / 5
+    assert report.name == "drift_2024-03-04_2024-03-10_model-1.html" and "speed_limit" in report.read_text()
+    assert len(list(report.parent.iterdir())) == 3
+
+
+# ------------------------------------------------------------------------------------------ quality
+
+
+def test_quality_waits_until_every_label_of_the_window_has_arrived():
+    scored = scored_collisions(WINDOW_START, 60)
+    known_at = WINDOW_END + timedelta(days=DELAY)
+    assert monitor.compute_quality(scored, WINDOW_START, WINDOW_END, known_at - timedelta(days=1), DELAY) is None
+    quality = monitor.compute_quality(scored, WINDOW_START, WINDOW_END, known_at, DELAY)
+    assert quality.known_at == known_at
+    assert quality.labelled_rows == 7 * 60
+
+
+def test_quality_never_reads_labels_that_have_not_arrived():
+    scored = scored_collisions(WINDOW_START, 60)
+    as_of = WINDOW_END + timedelta(days=DELAY + 3)
+    arrival = pd.to_datetime(scored["collision_date"]) + pd.Timedelta(days=DELAY)
+    not_arrived = arrival > pd.Timestamp(as_of)
+    assert not_arrived.sum() > 1000
+
+    before = monitor.compute_quality(scored, WINDOW_START, WINDOW_END, as_of, DELAY)
+    after = monitor.compute_quality(flip_labels(scored, not_arrived), WINDOW_START, WINDOW_END, as_of, DELAY)
+    assert after == before
+    # Labels that have arrived but belong to later days are not the window's either.
+    assert before.labelled_rows == 7 * 60 < (~not_arrived).sum()
+    # The same flip on labels of the window does move the metrics: the comparison above can fail.
+    in_window = pd.to_datetime(scored["collision_date"]) <= pd.Timestamp(WINDOW_END)
+    assert monitor.compute_quality(flip_labels(scored, in_window), WINDOW_START, WINDOW_END, as_of, DELAY) != before
+
+
+def test_quality_metrics_match_their_definitions():
+    scored = scored_collisions(WINDOW_START, 7, seed=3)
+    quality = monitor.compute_quality(scored, WINDOW_START, WINDOW_END, date(2025, 1, 1), DELAY)
+    ksi, alert = scored["ksi"], scored["ksi_alert"].astype(int)
+    values = quality.values
+    assert values["ksi_recall"] == pytest.approx(((ksi == 1) & (alert == 1)).sum() / (ksi == 1).sum())
+    assert values["ksi_precision"] == pytest.approx(((ksi == 1) & (alert == 1)).sum() / (alert == 1).sum())
+    assert values["ksi_brier"] == pytest.approx(((scored["p_ksi"] - ksi) ** 2).mean())
+    assert 0.6 < values["ksi_roc_auc"] < 1.0
+    assert ksi.mean() < values["ksi_pr_auc"] < 1.0
+
+    perfect = scored.assign(
+        p_ksi=scored["ksi"] * 0.9 + 0.05, ksi_alert=scored["ksi"] == 1, predicted_severity=scored["collision_severity"]
+    )
+    best = monitor.compute_quality(perfect, WINDOW_START, WINDOW_END, date(2025, 1, 1), DELAY)
+    perfect_scores = ("ksi_roc_auc", "ksi_pr_auc", "ksi_recall", "ksi_precision", "macro_f1")
+    assert {name: best.values[name] for name in perfect_scores} == dict.fromkeys(perfect_scores, 1)
+
+
+def test_a_window_with_one_class_gets_undefined_metrics_not_a_crash():
+    scored = scored_collisions(WINDOW_START, 7).assign(ksi=0, collision_severity=3, ksi_alert=False)
+    quality = monitor.compute_quality(scored, WINDOW_START, WINDOW_END, date(2025, 1, 1), DELAY)
+    values = quality.values
+    assert values["ksi_roc_auc"] is None and values["ksi_pr_auc"] is None
+    assert values["ksi_recall"] is None and values["ksi_precision"] is None
+    assert values["ksi_brier"] == pytest.approx((scored["p_ksi"] ** 2).mean())
+    assert quality.labelled_rows == len(scored)
+
+
+# ----------------------------------------------------------------------------------------- decision
+
+
+@pytest.mark.parametrize(
+    ("pr_aucs", "drift_share", "champion", "recommended"),
+    [
+        ([0.50, 0.52, 0.49], 0.1, 0.55, False),  # quality holds, little drift
+        ([0.30, 0.35, 0.40, 0.60], 0.1, 0.55, True),  # mean 0.41 over 4 windows < 0.8 x 0.55 = 0.44
+        ([0.50], 0.6, 0.55, True),  # drift alone
+        ([], None, 0.55, False),  # nothing known yet
+        ([0.10], 0.1, None, False),  # no champion score to compare with
+    ],
+)
+def test_retraining_is_recommended_on_low_quality_or_wide_drift(pr_aucs, drift_share, champion, recommended):
+    policy = monitor.RetrainingPolicy(quality_windows=4, quality_fraction=0.8, drift_share_threshold=0.5)
+    decision = monitor.decide_retraining("7", date(2024, 5, 1), pr_aucs, drift_share, champion, policy)
+    assert decision.recommended is recommended
+    assert len(decision.reasons) == (1 if recommended else 0)
+    json.dumps(decision.details())
+
+
+def test_the_decision_averages_only_the_last_windows():
+    policy = monitor.RetrainingPolicy(quality_windows=2, quality_fraction=0.8)
+    decision = monitor.decide_retraining("7", date(2024, 5, 1), [0.6, 0.6, 0.1, 0.1], 0.0, 0.6, policy)
+    assert decision.mean_pr_auc == pytest.approx(0.6)
+    assert not decision.recommended
+
+
+# --------------------------------------------------------------------------------------- PostgreSQL
+
+
+@pytest.fixture
+def database_url(fresh_database):
+    return fresh_database
+
+
+def _count(conn, query: str, params: tuple) -> int:
+    with conn.cursor() as cur:
+        cur.execute(query, params)
+        return cur.fetchone()[0]
+
+
+def test_recomputing_a_window_replaces_its_rows(database_url):
+    version = "7"
+    quality = monitor.compute_quality(
+        scored_collisions(WINDOW_START, 7), WINDOW_START, WINDOW_END, date(2025, 1, 1), DELAY
+    )
+    drift_metrics = {"drift.share_drifted_features": 0.2, "drift.feature_score.speed_limit": 0.05}
+    count = "SELECT count(*) FROM monitoring_metrics WHERE model_version = %s"
+    for share in (0.2, 0.4):
+        with db.session(database_url) as conn:
+            monitor.store_metrics(
+                conn, WINDOW_START, WINDOW_END, version, "quality", quality.metrics(), quality.known_at
+            )
+            monitor.store_metrics(
+                conn,
+                WINDOW_START,
+                WINDOW_END,
+                version,
+                "drift",
+                {**drift_metrics, "drift.share_drifted_features": share},
+                WINDOW_END,
+            )
+    with db.session(database_url) as conn:
+        assert _count(conn, count, (version,)) == len(quality.metrics()) + len(drift_metrics)
+        rows = db.fetch_dicts(
+            conn, "SELECT metric, value, known_at FROM monitoring_metrics WHERE model_version = %s", (version,)
+        )
+    values = {row["metric"]: row for row in rows}
+    assert values["drift.share_drifted_features"]["value"] == 0.4
+    assert values["quality.ksi_roc_auc"]["known_at"] == WINDOW_END + timedelta(days=DELAY)
+    # Rewriting drift alone leaves the window's quality rows in place.
+    with db.session(database_url) as conn:
+        monitor.store_metrics(conn, WINDOW_START, WINDOW_END, version, "drift", drift_metrics, WINDOW_END)
+        assert _count(conn, count + " AND metric LIKE 'quality.%%'", (version,)) == len(quality.metrics())
+        with pytest.raises(monitor.MonitoringError, match="quality.ksi_pr_auc"):
+            monitor.store_metrics(
+                conn, WINDOW_START, WINDOW_END, version, "drift", {"quality.ksi_pr_auc": 1}, WINDOW_END
+            )
+
+
+def test_only_windows_whose_labels_have_all_arrived_get_quality_rows(database_url):
+    version = "7"
+    scored = scored_collisions(date(2024, 1, 1), 70)
+    windows = [(date(2024, 1, 1) + timedelta(days=7 * k), date(2024, 1, 7) + timedelta(days=7 * k)) for k in range(9)]
+    as_of = date(2024, 3, 10)  # the labels of the window ending 4 February arrive on 5 March; the next on 12 March
+    with db.session(database_url) as conn:
+        for start, end in windows:
+            monitor.store_metrics(conn, start, end, version, "drift", {monitor.DRIFT_SHARE_METRIC: 0.1}, end)
+        this_week = as_of - timedelta(days=6)
+        due = monitor.windows_awaiting_quality(conn, as_of, DELAY, completed_since=this_week)
+        assert [end for _, end, _ in due] == [end for _, end in windows[:5]]
+        for start, end, model_version in due:
+            quality = monitor.compute_quality(scored, start, end, as_of, DELAY)
+            monitor.store_metrics(conn, start, end, model_version, "quality", quality.metrics(), quality.known_at)
+        # Computing every window anyway stores nothing for the later ones: their labels are still due.
+        assert [monitor.compute_quality(scored, start, end, as_of, DELAY) for start, end in windows[5:]] == [None] * 4
+        # A rerun of the same week evaluates again only the window completed during it (on 5 March).
+        assert monitor.windows_awaiting_quality(conn, as_of, DELAY, this_week) == [(*windows[4], version)]
+        next_week = monitor.windows_awaiting_quality(conn, as_of + timedelta(days=7), DELAY, as_of + timedelta(days=1))
+        assert next_week == [(*windows[5], version)]
+        rows = db.fetch_dicts(
+            conn,
+            "SELECT window_end, max(known_at) AS known_at FROM monitoring_metrics"
+            " WHERE metric LIKE 'quality.%%' GROUP BY window_end",
+            (),
+        )
+        assert sorted(row["window_end"] for row in rows) == [end for _, end in windows[:5]]
+        assert all(row["known_at"] == row["window_end"] + timedelta(days=DELAY) <= as_of for row in rows)
+
+        earlier = monitor.decide_from_metrics(conn, version, date(2024, 2, 10), champion_pr_auc=0.5)
+        later = monitor.decide_from_metrics(conn, version, as_of, champion_pr_auc=0.5)
+    assert len(earlier.recent_pr_aucs) == 1  # only the first window's labels were all known on 10 February
+    assert len(later.recent_pr_aucs) == 4  # the last 4 of the 5 labelled windows
+
+
+def test_the_decision_is_recorded_once_per_simulated_day(database_url):
+    version = "7"
+    low = monitor.decide_retraining(version, date(2024, 4, 1), [0.2, 0.25], 0.1, 0.5)
+    fine = monitor.decide_retraining(version, date(2024, 4, 1), [0.5, 0.5], 0.1, 0.5)
+    with db.session(database_url) as conn:
+        monitor.record_decision(conn, low, "accident_severity")
+        monitor.record_decision(conn, fine, "accident_severity")
+        events = db.fetch_dicts(
+            conn, "SELECT event, details, simulated_date FROM model_events WHERE model_version = %s", (version,)
+        )
+    assert [e["event"] for e in events] == ["retraining_not_needed"]
+    assert events[0]["details"]["mean_pr_auc"] == pytest.approx(0.5)
+    assert events[0]["simulated_date"] == date(2024, 4, 1)
+
+
+# ---------------------------------------------------------------------------------------- dashboard
+
+
+def _figure(page: str) -> tuple[list[dict], dict]:
+    """The traces and layout plotly embedded in the page: the JSON arguments of Plotly.newPlot."""
+    match = re.search(r'Plotly\.newPlot\(\s*"monitoring-dashboard",\s*', page)
+    assert match, "no plotly figure in the page"
+    decoder = json.JSONDecoder()
+    data, end = decoder.raw_decode(page, match.end())
+    layout, _ = decoder.raw_decode(page, page.index("{", end))
+    return data, layout
+
+
+def test_dashboard_shows_the_series_from_the_tables(database_url, tmp_path):
+    days = [date(2031, 1, 1) + timedelta(days=d) for d in range(14)]
+    rows = []
+    for d, day in enumerate(days):
+        for i in range(d + 1):  # day d has d + 1 collisions
+            rows.append(
+                (
+                    f"DASH{d:02d}{i:02d}",
+                    "1" if d < 7 else "2",
+                    day,
+                    days[0],
+                    days[-1],
+                    0.1,
+                    0.2,
+                    0.7,
+                    0.3,
+                    3,
+                    i == 0,
+                    0.25,
+                )
+            )
+    (tmp_path / "monitoring").mkdir()
+    (tmp_path / "monitoring" / "drift_2031-01-01_2031-01-07_model-1.html").write_text("<html></html>")
+    with db.session(database_url) as conn, conn.cursor() as cur:
+        psycopg2.extras.execute_values(
+            cur,
+            "INSERT INTO predictions (collision_index, model_version, collision_date,"
+            " window_start, window_end, p_fatal, p_serious, p_slight, p_ksi,"
+            " predicted_severity, ksi_alert, alert_threshold) VALUES %s",
+            rows,
+        )
+        monitor.store_metrics(conn, days[0], days[6], "1", "drift", {monitor.DRIFT_SHARE_METRIC: 0.25}, days[6])
+        monitor.store_metrics(
+            conn,
+            days[0],
+            days[6],
+            "1",
+            "quality",
+            {monitor.PR_AUC_METRIC: 0.41, monitor.ROC_AUC_METRIC: 0.77},
+            days[6] + timedelta(30),
+        )
+        cur.execute(
+            "INSERT INTO model_events (event, model_name, model_version, details) VALUES"
+            " ('promoted', 'accident_severity', '1', %s)",
+            (json.dumps({"primary_metric": "ksi_pr_auc", "score": 0.45, "version": "1"}),),
+        )
+        path = write_dashboard(conn, tmp_path, drift_share_threshold=0.5)
+
+    page = path.read_text()
+    data, layout = _figure(page)
+    traces = {trace["name"]: trace for trace in data}
+    assert {
+        "collisions scored",
+        "mean P(KSI)",
+        "alert rate",
+        "share of drifted features",
+        "KSI ROC-AUC",
+        "KSI PR-AUC",
+        "champion test PR-AUC",
+    } <= set(traces)
+    assert "champion test ROC-AUC" not in traces  # the promotion recorded only its primary metric
+    scored = traces["collisions scored"]
+    assert scored["x"][:2] == ["2031-01-01", "2031-01-02"] and scored["y"][:3] == [1, 2, 3]
+    alert_rate = traces["alert rate"]["y"]
+    assert alert_rate[3] == pytest.approx(1 / 4)
+    assert traces["KSI PR-AUC"]["y"] == [0.41] and traces["champion test PR-AUC"]["y"] == [0.45, 0.45]
+    # The change of model version is marked across the panels; the first version is no change.
+    vertical = [shape["x0"] for shape in layout["shapes"] if shape["x0"] == shape["x1"]]
+    assert vertical == ["2031-01-08"] * 4
+    assert [a["text"] for a in layout["annotations"] if a["text"].startswith("model")] == ["model 2"]
+    assert 'href="monitoring/drift_2031-01-01_2031-01-07_model-1.html"' in page
+    # plotly.js is inline, not fetched: the page opens offline.
+    assert not re.search(r"<script[^>]*\bsrc=", page) and len(page) > 3_000_000
+
+
+# ------------------------------------------------------------------------------------------ notebook
+
+
+@pytest.fixture
+def monitored_stack(settings, synthetic_curated, database_url):
+    """A lake with the synthetic curated years, a registered model trained on 2023 with its reference
+    sample and test score, and its predictions for 4 March to 14 April 2024 in PostgreSQL."""
+    lake_uri = f"{os.environ['LAKE_URI']}/monitor-tests-{uuid.uuid4().hex[:6]}"
+    lake = Lake(lake_uri, settings)
+    for year, rows in synthetic_curated.groupby("collision_year"):
+        lake.write_partition(CURATED, int(year), rows.reset_index(drop=True))
+    parts = severity_model.Split(
+        None, date(2023, 9, 30), (date(2023, 10, 1), date(2023, 12, 31)), (date(2024, 1, 1), date(2024, 2, 29)), "test"
+    ).apply(synthetic_curated)
+    fitted = severity_model.fit_gbm(parts["train"], parts["validation"], seed=0)
+    model_name = "monitor_test_" + uuid.uuid4().hex[:6]
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    mlflow.set_experiment(model_name)
+    with mlflow.start_run():
+        scores = evaluation.test_metrics(parts["test"]["collision_severity"], fitted.scores(parts["test"], "gbm"))
+        mlflow.log_metrics({f"test_{name}": value for name, value in scores.items() if np.isfinite(value)})
+        severity_model.log_reference(severity_model.reference_sample(fitted, parts["train"]))
+        version = str(severity_model.log_model(fitted, parts["train"], model_name).registered_model_version)
+
+    dates = synthetic_curated["date"]
+    scored = synthetic_curated[(dates >= "2024-03-04") & (dates <= "2024-04-14")].reset_index(drop=True)
+    outputs = fitted.predict(scored)
+    rows = [
+        (
+            row.collision_index,
+            version,
+            row.date.date(),
+            date(2024, 3, 4),
+            date(2024, 4, 14),
+            out.p_fatal,
+            out.p_serious,
+            out.p_slight,
+            out.p_ksi,
+            int(out.predicted_severity),
+            bool(out.ksi_alert),
+            fitted.alert_threshold,
+        )
+        for row, out in zip(scored.itertuples(), outputs.itertuples(), strict=True)
+    ]
+    with db.session(database_url) as conn, conn.cursor() as cur:
+        psycopg2.extras.execute_values(
+            cur,
+            "INSERT INTO predictions (collision_index, model_version, collision_date, window_start, window_end,"
+            " p_fatal, p_serious, p_slight, p_ksi, predicted_severity, ksi_alert, alert_threshold) VALUES %s",
+            rows,
+        )
+    return {"lake_uri": lake_uri, "model_name": model_name, "database_url": database_url, "version": version}
+
+
+@pytest.mark.slow
+def test_04_monitor_stores_drift_now_quality_later_and_the_decision_once(monitored_stack, tmp_path):
+    def run(window_start: str, window_end: str) -> notebooks.RunResult:
+        parameters = {
+            "window_start": window_start,
+            "window_end": window_end,
+            "lake_uri": monitored_stack["lake_uri"],
+            "model_name": monitored_stack["model_name"],
+            "database_url": monitored_stack["database_url"],
+            "reports_dir": str(tmp_path),
+            "label_delay_days": 30,
+        }
+        result = notebooks.execute(
+            "04_monitor", parameters, reports_dir=tmp_path, database_url=monitored_stack["database_url"], progress=False
+        )
+        return result.raise_for_status()
+
+    def metrics() -> list[dict]:
+        with db.session(monitored_stack["database_url"]) as conn:
+            return db.fetch_dicts(
+                conn, "SELECT window_end, metric, known_at FROM monitoring_metrics ORDER BY window_end, metric"
+            )
+
+    run("2024-03-04", "2024-03-10")  # the shifted week; its labels are all known on 9 April
+    first = metrics()
+    assert {row["window_end"] for row in first} == {date(2024, 3, 10)}
+    assert not [row for row in first if row["metric"].startswith("quality.")]
+
+    run("2024-04-08", "2024-04-14")
+    second = run("2024-04-08", "2024-04-14")  # a rerun replaces what the first run wrote
+    stored = metrics()
+    quality = {row["window_end"] for row in stored if row["metric"].startswith("quality.")}
+    assert quality == {date(2024, 3, 10)}
+    assert len(stored) == 2 * len(first) + len([row for row in stored if row["metric"].startswith("quality.")])
+    with db.session(monitored_stack["database_url"]) as conn:
+        events = db.fetch_dicts(conn, "SELECT event, simulated_date, details FROM model_events ORDER BY simulated_date")
+    assert [(e["event"], e["simulated_date"]) for e in events] == [
+        ("retraining_recommended", date(2024, 3, 10)),  # the shifted week drifted
+        (events[1]["event"], date(2024, 4, 14)),
+    ]
+    assert events[1]["details"]["recent_pr_aucs"] and events[1]["details"]["champion_pr_auc"] is not None
+    assert (tmp_path / "dashboard.html").exists()
+    assert sorted(p.name for p in (tmp_path / "monitoring").iterdir()) == [
+        f"drift_2024-03-04_2024-03-10_model-{monitored_stack['version']}.html",
+        f"drift_2024-04-08_2024-04-14_model-{monitored_stack['version']}.html",
+    ]
+    print(f"04_monitor took {second.duration_s:.1f} s for one window")
