@@ -373,6 +373,78 @@ class CallerKernelManager(AsyncKernelManager):
             shutil.rmtree(self.socket_dir, ignore_errors=True)
 
 
+class WarmKernel:
+    """One kernel that consecutive runs share, for callers that run many short notebooks (the simulation).
+
+    Each run starts from an empty namespace: IPython's reset clears every variable and restarts
+    the execution count, so the executed notebook reads as if from a fresh kernel. The modules that
+    earlier runs imported stay loaded, so a run skips the kernel start-up and most of its imports
+    (seconds for pandas, MLflow and Evidently). A run that does not leave the kernel idle (timed
+    out, interrupted, kernel died) discards it, and the next run starts a new one. `close()` shuts
+    the kernel down; the caller owns it, e.g. `with WarmKernel() as kernel: execute(..., kernel=kernel)`.
+    """
+
+    RESET = "get_ipython().reset(new_session=True, aggressive=False)"
+
+    def __init__(self, reset_timeout: float = 60):
+        self.reset_timeout = reset_timeout
+        self._km: CallerKernelManager | None = None
+
+    def __enter__(self) -> WarmKernel:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def manager(self) -> CallerKernelManager:
+        """The kernel manager for the next run: the live kernel with a clean namespace, or a new one."""
+        if self._km is not None and self._km.has_kernel:
+            try:
+                self._reset()
+                return self._km
+            except Exception:  # a kernel that cannot even reset is not worth keeping
+                logger.warning("The warm kernel did not answer its reset; starting a new one.", exc_info=True)
+                self.discard()
+        self._km = CallerKernelManager()  # papermill starts it on first use
+        return self._km
+
+    def _reset(self) -> None:
+        client = self._km.client()
+        try:
+            client.start_channels()
+            run_sync(client.wait_for_ready)(timeout=self.reset_timeout)
+            reply = run_sync(client.execute_interactive)(
+                self.RESET, silent=True, store_history=False, timeout=self.reset_timeout
+            )
+            if reply["content"]["status"] != "ok":
+                raise RuntimeError(f"the namespace reset failed: {reply['content']}")
+        finally:
+            client.stop_channels()
+            self._km.clients.remove(client)
+
+    def release(self, idle: bool) -> None:
+        """After a run: keep an idle kernel (closing the run's client channels), discard a busy one."""
+        if self._km is None:
+            return
+        if not idle:
+            self.discard()
+            return
+        for client in self._km.clients:
+            client.stop_channels()
+        self._km.clients.clear()
+
+    def discard(self) -> None:
+        if self._km is not None:
+            km, self._km = self._km, None
+            km.stop(now=True)
+
+    def close(self) -> None:
+        """Shut the kernel down, asking it to exit so its libraries' exit handlers run."""
+        if self._km is not None:
+            km, self._km = self._km, None
+            km.stop(now=False)
+
+
 # ---------------------------------------------------------------------------------------------
 # Execution
 
@@ -431,11 +503,16 @@ def _record_outcome(database_url: str, result: RunResult) -> None:
 
 
 def _run_papermill(
-    nb: nbformat.NotebookNode, output: Path, parameters: dict, timeout: float, progress: bool
+    nb: nbformat.NotebookNode,
+    output: Path,
+    parameters: dict,
+    timeout: float,
+    progress: bool,
+    kernel: WarmKernel | None = None,
 ) -> tuple[str, str | None, str | None]:
     """Execute; return (status, error name, error value). KeyboardInterrupt propagates."""
-    km = CallerKernelManager()
     busy = True  # until papermill returns or reports a cell error, the kernel may be mid-cell
+    km = kernel.manager() if kernel else CallerKernelManager()
     try:
         papermill.execute_notebook(
             nb,
@@ -465,7 +542,10 @@ def _run_papermill(
     finally:
         # A busy kernel is killed: a shutdown request would race its interrupted cell. An idle
         # one is asked to exit, so exit handlers in the notebook's libraries still run.
-        km.stop(now=busy)
+        if kernel is None:
+            km.stop(now=busy)
+        else:
+            kernel.release(idle=not busy)
 
 
 def _cancel_abandoned_tasks() -> None:
@@ -531,6 +611,16 @@ def _html_copy(output: Path) -> Path | None:
         return None
 
 
+def _attach_to_mlflow_runs(result: RunResult) -> None:
+    """A notebook that takes `notebook_run_id` tags its MLflow runs with it: attach the archive to them."""
+    from lib.model import attach_executed_notebook  # imports MLflow: only for notebooks that log to it
+
+    try:
+        attach_executed_notebook(result.run_id, result.output_ipynb, result.output_html)
+    except Exception:  # the run's outcome matters more than this copy of its log
+        logger.exception("Could not attach run %s's executed notebook to its MLflow runs.", result.run_id)
+
+
 def execute(
     notebook: str | Path,
     parameters: dict | None = None,
@@ -540,12 +630,14 @@ def execute(
     timeout: float | None = None,
     record: bool = True,
     progress: bool = True,
+    kernel: WarmKernel | None = None,
 ) -> RunResult:
     """Run a notebook with parameters, archive it and record it; see the module docstring for outcomes.
 
     `reports_dir`, `database_url` and `timeout` (seconds per cell) default to REPORTS_DIR,
     DATABASE_URL and NOTEBOOK_TIMEOUT. `record=False` skips the database. A `notebook_run_id`
-    parameter left at None receives the run id.
+    parameter left at None receives the run id. `kernel` runs the notebook in a `WarmKernel`
+    shared with other runs instead of a kernel of its own.
     """
     source = resolve_notebook(notebook)
     nb = read_notebook(source)
@@ -583,7 +675,7 @@ def execute(
 
     clock = time.monotonic()
     try:
-        status, error_name, error_value = _run_papermill(nb, output, parameters, timeout, progress)
+        status, error_name, error_value = _run_papermill(nb, output, parameters, timeout, progress, kernel)
     except KeyboardInterrupt:
         status, error_name, error_value = "interrupted", "KeyboardInterrupt", "the run was interrupted"
     duration = time.monotonic() - clock
@@ -599,6 +691,8 @@ def execute(
         error_name=error_name,
         error_value=error_value,
     )
+    if RUN_ID_PARAMETER in effective and result.output_ipynb is not None:
+        _attach_to_mlflow_runs(result)
     if record:
         try:
             _record_outcome(database_url, result)

@@ -1,0 +1,658 @@
+"""The collision severity model, its baselines, the time split, and the MLflow model that serves it.
+
+The model. A `HistGradientBoostingClassifier` over `lib.features.FEATURE_COLUMNS` (the one documented
+feature list; personal attributes and leakage columns are not in it), with the categorical codes
+handled natively (`CATEGORICAL_FEATURES`; missing codes are NaN). It predicts the three severities.
+* Early stopping and calibration use the validation period: boosting stops when the validation log
+  loss stops improving, then a temperature (one number, `softmax(logits / T)`) is fitted on the same
+  rows to make the probabilities honest. One parameter cannot overfit a small validation period, keeps
+  each row's most probable class, and needs no fatal collision in the validation rows, which a 90-day
+  window often lacks (scikit-learn's CalibratedClassifierCV fails on a class missing from them).
+* p_ksi = p_fatal + p_serious. The KSI alert fires when p_ksi >= the threshold that maximises F1 for
+  KSI on the validation period (`lib.evaluation.max_f1_threshold`).
+* predicted_severity follows the alert, so the two never disagree: 3 (slight) without an alert,
+  otherwise the more probable of fatal (1) and serious (2).
+
+Baselines, evaluated on exactly the same split and rows:
+* `majority`: the training class shares as probabilities; it never alerts and always predicts slight.
+* `logistic`: multinomial logistic regression on one-hot categoricals and scaled numerics (missing
+  values imputed, with indicators), calibrated and thresholded like the model.
+* `original_regression`: the original project's approach, a gradient-boosted regression of
+  `casualty_severity_score` (per casualty fatal 3, serious 2, slight 1, summed per collision). Its
+  predicted score ranks KSI; classes come from two score thresholds fitted on validation: KSI when the
+  score >= the max-F1 KSI threshold, fatal when it is also >= the max-F1 threshold for fatal.
+
+The split (`Split`) is by time: train, then validation, then test, as consecutive date ranges. Either
+by years (`split_by_years`), or, for retraining in the simulation, by what is labelled at a date
+(`split_by_labels_known`): only collisions whose label has arrived (date + label delay <= that date)
+are used; the last 90 labelled days are the test set, the 90 before validation, the rest training.
+
+Serving. `SeverityPyfunc` wraps a fitted `SeverityModel` as an MLflow pyfunc; `log_model` logs it with
+an explicit signature (every feature a double, so curated nullable integers and JSON nulls are
+accepted), an input example and `lib/` as its code, so that `mlflow.pyfunc.load_model(uri).predict(df)`
+works in a fresh process and returns `OUTPUT_COLUMNS`. Extra input columns are ignored; missing
+feature columns raise an error that names them. The fitted estimator is pickled with cloudpickle
+inside the pyfunc (MLflow's sklearn flavour would default to skops, which refuses these tree types).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.types import ColSpec, Schema
+from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax, softmax
+from sklearn.compose import ColumnTransformer
+from sklearn.dummy import DummyClassifier
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from threadpoolctl import ThreadpoolController
+
+from lib.evaluation import (
+    SEVERITIES,
+    EvaluationError,
+    ModelScores,
+    bootstrap_auc,
+    is_ksi,
+    max_f1_threshold,
+    test_metrics,
+)
+from lib.features import CATEGORICAL_FEATURES, FEATURE_COLUMNS, IDENTITY_COLUMNS, TARGET_COLUMNS
+
+log = logging.getLogger(__name__)
+
+LIB_DIR = Path(__file__).resolve().parent
+SEVERITY_TARGET = "collision_severity"
+SCORE_TARGET = "casualty_severity_score"
+PROBABILITY_COLUMNS = ["p_fatal", "p_serious", "p_slight"]
+OUTPUT_COLUMNS = [*PROBABILITY_COLUMNS, "p_ksi", "predicted_severity", "ksi_alert"]
+REFERENCE_ARTIFACT = "reference/reference.parquet"
+VALIDATION_RANGE_PARAM = "validation_range"  # run parameter "first..last" of the validation period
+ALERT_THRESHOLD_PARAM = "alert_threshold"  # run parameter and MLmodel metadata key: the KSI alert threshold
+NOTEBOOK_ARTIFACT_DIR = "notebook"
+MODEL = "gbm"
+BASELINES = ("majority", "logistic", "original_regression")
+# Shallow-ish trees and early stopping keep training to a minute and scoring above 20,000 rows/s
+# on a national year; the validation period decides the number of trees.
+GBM_PARAMS = {
+    "learning_rate": 0.1,
+    "max_iter": 200,
+    "max_leaf_nodes": 31,
+    "min_samples_leaf": 40,
+    "l2_regularization": 1.0,
+    "early_stopping": True,
+    "n_iter_no_change": 15,
+}
+DEFAULT_VALIDATION_DAYS = 90
+DEFAULT_TEST_DAYS = 90
+
+
+class ModelInputError(ValueError):
+    """The rows given to the model cannot be used; the message names the columns or values."""
+
+
+# -- features -----------------------------------------------------------------------------------
+
+
+def feature_matrix(frame: pd.DataFrame, columns: tuple[str, ...] | list[str] = tuple(FEATURE_COLUMNS)) -> np.ndarray:
+    """The model's input: `columns` of `frame`, in that order, as float64 with NaN for missing.
+
+    Every other column (identity, targets, leakage, anything else) is ignored by construction.
+    """
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ModelInputError(f"the rows lack {len(missing)} feature column(s) the model needs: {', '.join(missing)}")
+    selected = frame[list(columns)]
+    try:
+        matrix = selected.to_numpy(dtype=np.float64, na_value=np.nan)
+    except (TypeError, ValueError):
+        bad = [
+            c
+            for c in columns
+            if not pd.api.types.is_numeric_dtype(selected[c].dtype)
+            and not pd.api.types.is_bool_dtype(selected[c].dtype)
+        ]
+        examples = {c: selected[c].dropna().iloc[0] for c in bad if selected[c].notna().any()}
+        raise ModelInputError(
+            f"feature column(s) {', '.join(bad)} must hold numbers (codes); found for example {examples}"
+        ) from None
+    infinite = np.isinf(matrix)
+    if infinite.any():  # NaN means missing; an infinite value is a bad input (JSON requests can carry one)
+        row, column = np.argwhere(infinite)[0]
+        raise ModelInputError(
+            f"feature column {columns[column]} holds {matrix[row, column]} in row "
+            f"{frame.index[row]}; features are finite numbers, or missing"
+        )
+    return matrix
+
+
+@functools.cache
+def _threadpools() -> ThreadpoolController:
+    return ThreadpoolController()
+
+
+def single_threaded():
+    """Fitting and scoring use one thread (OpenMP and BLAS). On the 2-core machine this project shares
+    with its services, a second thread spin-waits against other processes: measured under load, one
+    row took 9 ms instead of 22 ms, 100k rows ran at 98k instead of 29k rows/s, and a fit on 60k rows
+    took 3.6 s instead of 35 s; on an idle machine two threads gain at most about 20%."""
+    return _threadpools().limit(limits=1)
+
+
+def on_one_thread(function):
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with single_threaded():
+            return function(*args, **kwargs)
+
+    return wrapper
+
+
+def categorical_mask(columns: tuple[str, ...] | list[str] = tuple(FEATURE_COLUMNS)) -> np.ndarray:
+    return np.array([c in CATEGORICAL_FEATURES for c in columns])
+
+
+def severity_of(frame: pd.DataFrame, part: str) -> np.ndarray:
+    """The target of a labelled frame, checked to be 1/2/3."""
+    if SEVERITY_TARGET not in frame.columns:
+        raise ModelInputError(f"the {part} rows have no {SEVERITY_TARGET} column")
+    severity = frame[SEVERITY_TARGET].to_numpy()
+    bad = ~np.isin(severity, SEVERITIES)
+    if bad.any():
+        raise ModelInputError(
+            f"the {part} rows hold {SEVERITY_TARGET} values outside 1/2/3, e.g. {severity[bad][:3].tolist()}"
+        )
+    return severity.astype(np.int64)
+
+
+# -- the decision rule shared by every probabilistic model ----------------------------------------
+
+
+def ksi_probability(probabilities: np.ndarray) -> np.ndarray:
+    return probabilities[:, 0] + probabilities[:, 1]
+
+
+def decide(probabilities: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(p_ksi, ksi_alert, predicted_severity) from fatal/serious/slight probabilities and the threshold."""
+    p_ksi = ksi_probability(probabilities)
+    alert = p_ksi >= threshold
+    predicted = np.where(alert, np.where(probabilities[:, 0] > probabilities[:, 1], 1, 2), 3)
+    return p_ksi, alert, predicted
+
+
+@dataclass
+class TemperatureScaled:
+    """`softmax(decision_function(X) / temperature)` of a fitted multiclass estimator."""
+
+    estimator: Any
+    temperature: float
+
+    @classmethod
+    def fit(cls, estimator, X: np.ndarray, severity: np.ndarray) -> TemperatureScaled:
+        """Choose the temperature minimising the 3-class log loss on (X, severity), e.g. validation rows."""
+        logits = estimator.decision_function(X)
+        rows = np.searchsorted(estimator.classes_, severity)
+
+        def loss(log_temperature: float) -> float:
+            return -log_softmax(logits / math.exp(log_temperature), axis=1)[np.arange(len(rows)), rows].mean()
+
+        best = minimize_scalar(loss, bounds=(-3.0, 3.0), method="bounded", options={"xatol": 1e-4})
+        return cls(estimator, float(math.exp(best.x)))
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return softmax(self.estimator.decision_function(X) / self.temperature, axis=1)
+
+
+@dataclass
+class SeverityModel:
+    """A fitted 3-class probability model over `feature_columns` with its KSI alert threshold."""
+
+    classifier: Any  # predict_proba(X) -> n x 3 in the order of SEVERITIES
+    alert_threshold: float
+    feature_columns: tuple[str, ...] = tuple(FEATURE_COLUMNS)
+    details: dict = field(default_factory=dict)
+
+    def probabilities(self, frame: pd.DataFrame) -> np.ndarray:
+        X = feature_matrix(frame, self.feature_columns)
+        if not len(X):  # scikit-learn refuses zero rows; no rows simply have no probabilities
+            return np.empty((0, len(SEVERITIES)))
+        with single_threaded():
+            return self.classifier.predict_proba(X)
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """`OUTPUT_COLUMNS` for each row of `frame`, on the same index."""
+        probabilities = self.probabilities(frame)
+        p_ksi, alert, predicted = decide(probabilities, self.alert_threshold)
+        return pd.DataFrame(
+            {
+                "p_fatal": probabilities[:, 0],
+                "p_serious": probabilities[:, 1],
+                "p_slight": probabilities[:, 2],
+                "p_ksi": p_ksi,
+                "predicted_severity": predicted.astype(np.int64),
+                "ksi_alert": alert,
+            },
+            index=frame.index,
+        )
+
+    def scores(self, frame: pd.DataFrame, name: str) -> ModelScores:
+        probabilities = self.probabilities(frame)
+        p_ksi, alert, predicted = decide(probabilities, self.alert_threshold)
+        return ModelScores(name, p_ksi, predicted, alert, probabilities)
+
+
+@dataclass
+class SeverityScoreRegression:
+    """The original project's approach: a regression of the casualty severity score, cut into classes."""
+
+    regressor: Any
+    ksi_threshold: float
+    fatal_threshold: float
+    feature_columns: tuple[str, ...] = tuple(FEATURE_COLUMNS)
+
+    @on_one_thread
+    def scores(self, frame: pd.DataFrame, name: str) -> ModelScores:
+        score = self.regressor.predict(feature_matrix(frame, self.feature_columns))
+        alert = score >= self.ksi_threshold
+        predicted = np.where(score >= self.fatal_threshold, 1, np.where(alert, 2, 3))
+        return ModelScores(name, score, predicted, alert, None)
+
+
+# -- fitting --------------------------------------------------------------------------------------
+
+
+def _require_classes(severity: np.ndarray, part: str) -> None:
+    absent = [c for c in SEVERITIES if not (severity == c).any()]
+    if absent:
+        raise ModelInputError(
+            f"the {part} rows ({len(severity):,}) have no collision of severity "
+            f"{absent}; a 3-class model needs all three (widen the training period)"
+        )
+
+
+def _calibrated(estimator, X_val: np.ndarray, y_val: np.ndarray, details: dict) -> SeverityModel:
+    calibrated = TemperatureScaled.fit(estimator, X_val, y_val)
+    threshold = max_f1_threshold(is_ksi(y_val), ksi_probability(calibrated.predict_proba(X_val)))
+    return SeverityModel(calibrated, threshold, details={**details, "temperature": calibrated.temperature})
+
+
+@on_one_thread
+def fit_gbm(train: pd.DataFrame, validation: pd.DataFrame, seed: int, params: dict | None = None) -> SeverityModel:
+    """The model: gradient boosting with native categoricals, early-stopped and calibrated on validation."""
+    X, y = feature_matrix(train), severity_of(train, "training")
+    X_val, y_val = feature_matrix(validation), severity_of(validation, "validation")
+    _require_classes(y, "training")
+    gbm = HistGradientBoostingClassifier(
+        categorical_features=categorical_mask(), random_state=seed, **(params or GBM_PARAMS)
+    )
+    gbm.fit(X, y, X_val=X_val, y_val=y_val)
+    log.info("Gradient boosting stopped after %d iterations.", gbm.n_iter_)
+    return _calibrated(gbm, X_val, y_val, {"n_iter": int(gbm.n_iter_)})
+
+
+@on_one_thread
+def fit_logistic(train: pd.DataFrame, validation: pd.DataFrame) -> SeverityModel:
+    X, y = feature_matrix(train), severity_of(train, "training")
+    _require_classes(y, "training")
+    mask = categorical_mask()
+    encode = ColumnTransformer(
+        [
+            ("categories", OneHotEncoder(handle_unknown="ignore"), np.flatnonzero(mask)),
+            (
+                "numbers",
+                make_pipeline(SimpleImputer(strategy="median", add_indicator=True), StandardScaler()),
+                np.flatnonzero(~mask),
+            ),
+        ]
+    )
+    pipeline = make_pipeline(encode, LogisticRegression(max_iter=2000)).fit(X, y)
+    return _calibrated(pipeline, feature_matrix(validation), severity_of(validation, "validation"), {})
+
+
+def fit_majority(train: pd.DataFrame) -> SeverityModel:
+    y = severity_of(train, "training")
+    _require_classes(y, "training")
+    prior = DummyClassifier(strategy="prior").fit(np.zeros((len(y), 1)), y)
+    return SeverityModel(_ConstantFeatures(prior), alert_threshold=math.inf)
+
+
+@dataclass
+class _ConstantFeatures:
+    """Lets the prior-only baseline take the usual feature matrix."""
+
+    estimator: Any
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return self.estimator.predict_proba(np.zeros((len(X), 1)))
+
+
+@on_one_thread
+def fit_original_regression(
+    train: pd.DataFrame, validation: pd.DataFrame, seed: int, params: dict | None = None
+) -> SeverityScoreRegression:
+    for part, frame in (("training", train), ("validation", validation)):
+        if SCORE_TARGET not in frame.columns:
+            raise ModelInputError(f"the {part} rows have no {SCORE_TARGET} column (curated target, lib.features)")
+    X_val, y_val = feature_matrix(validation), severity_of(validation, "validation")
+    regressor = HistGradientBoostingRegressor(
+        categorical_features=categorical_mask(), random_state=seed, **(params or GBM_PARAMS)
+    )
+    regressor.fit(
+        feature_matrix(train),
+        train[SCORE_TARGET].to_numpy(dtype=float),
+        X_val=X_val,
+        y_val=validation[SCORE_TARGET].to_numpy(dtype=float),
+    )
+    score = regressor.predict(X_val)
+    ksi_threshold = max_f1_threshold(is_ksi(y_val), score)
+    fatal = y_val == 1
+    fatal_threshold = max(max_f1_threshold(fatal, score), ksi_threshold) if fatal.any() else math.inf
+    return SeverityScoreRegression(regressor, ksi_threshold, fatal_threshold)
+
+
+@dataclass
+class Candidates:
+    """The model and the baselines, fitted on the same training and validation rows."""
+
+    model: SeverityModel
+    baselines: dict[str, SeverityModel | SeverityScoreRegression]
+
+    def scores(self, frame: pd.DataFrame) -> dict[str, ModelScores]:
+        """Every candidate's scores on `frame`, the model first."""
+        return {
+            MODEL: self.model.scores(frame, MODEL),
+            **{name: baseline.scores(frame, name) for name, baseline in self.baselines.items()},
+        }
+
+
+def fit_candidates(train: pd.DataFrame, validation: pd.DataFrame, seed: int, params: dict | None = None) -> Candidates:
+    log.info(
+        "Fitting the model and %d baselines on %s training and %s validation rows.",
+        len(BASELINES),
+        f"{len(train):,}",
+        f"{len(validation):,}",
+    )
+    try:
+        return Candidates(
+            model=fit_gbm(train, validation, seed, params),
+            baselines={
+                "majority": fit_majority(train),
+                "logistic": fit_logistic(train, validation),
+                "original_regression": fit_original_regression(train, validation, seed, params),
+            },
+        )
+    except EvaluationError as error:
+        raise ModelInputError(str(error)) from None
+
+
+@dataclass
+class Evaluation:
+    """Every candidate scored on the same labelled rows (the test period)."""
+
+    severity: np.ndarray
+    scores: dict[str, ModelScores]
+    metrics: pd.DataFrame  # one row per candidate, one column per metric
+    bootstrap: pd.DataFrame  # lib.evaluation.bootstrap_auc, the model as reference
+
+
+def evaluate(candidates: Candidates, frame: pd.DataFrame, resamples: int = 1000, seed: int = 0) -> Evaluation:
+    severity = severity_of(frame, "test")
+    scores = candidates.scores(frame)
+    metrics = pd.DataFrame({name: test_metrics(severity, s) for name, s in scores.items()}).T
+    try:
+        bootstrap = bootstrap_auc(
+            severity, {name: s.ksi_score for name, s in scores.items()}, reference=MODEL, resamples=resamples, seed=seed
+        )
+    except EvaluationError as error:
+        raise ModelInputError(str(error)) from None
+    return Evaluation(severity, scores, metrics, bootstrap)
+
+
+def reference_sample(model: SeverityModel, frame: pd.DataFrame, rows: int = 5000, seed: int = 0) -> pd.DataFrame:
+    """Up to `rows` collisions of `frame` (identity, targets, features) with the model's outputs, by date.
+
+    Logged with the model as `REFERENCE_ARTIFACT`: the monitoring compares new windows with it.
+    """
+    sample = frame.sample(n=min(rows, len(frame)), random_state=seed).sort_values(["date", "collision_index"])
+    keep = [c for c in (*IDENTITY_COLUMNS, *TARGET_COLUMNS, *model.feature_columns) if c in sample.columns]
+    sample = sample[keep].reset_index(drop=True)
+    return pd.concat([sample, model.predict(sample)], axis=1)
+
+
+def run_metrics(evaluation: Evaluation) -> dict[str, float]:
+    """Flat MLflow metric names: `test_<metric>` for the model, `<baseline>_test_<metric>` for each
+    baseline, `..._ci_low/_ci_high` for bootstrap bounds, `diff_vs_<baseline>_<metric>` for paired
+    differences (model minus baseline). Undefined (NaN) values are left out."""
+
+    def prefix(name: str) -> str:
+        return "test_" if name == MODEL else f"{name}_test_"
+
+    flat = {prefix(name) + key: value for name, row in evaluation.metrics.iterrows() for key, value in row.items()}
+    for row in evaluation.bootstrap.itertuples():
+        if " - " in row.comparison:
+            key = f"diff_vs_{row.comparison.split(' - ')[1]}_{row.metric}"
+            flat[key] = row.estimate
+        else:
+            key = prefix(row.comparison) + row.metric
+        flat[f"{key}_ci_low"], flat[f"{key}_ci_high"] = row.low, row.high
+    return {key: float(value) for key, value in flat.items() if np.isfinite(value)}
+
+
+def log_reference(reference: pd.DataFrame) -> None:
+    """Log the reference sample to the active run as `REFERENCE_ARTIFACT`."""
+    folder, name = REFERENCE_ARTIFACT.rsplit("/", 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        reference.to_parquet(path, index=False)
+        mlflow.log_artifact(str(path), artifact_path=folder)
+
+
+def load_reference(model_uri: str) -> pd.DataFrame:
+    """The reference sample logged with the model at `model_uri` (e.g. `models:/accident_severity@champion`)."""
+    run_id = mlflow.models.get_model_info(model_uri).run_id
+    return pd.read_parquet(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=REFERENCE_ARTIFACT))
+
+
+# -- the time split -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Split:
+    """Consecutive inclusive date ranges; `train_start` None means from the first collision in the data."""
+
+    train_start: date | None
+    train_end: date
+    validation: tuple[date, date]
+    test: tuple[date, date]
+    rule: str
+
+    def ranges(self) -> dict[str, tuple[date | None, date]]:
+        return {"train": (self.train_start, self.train_end), "validation": self.validation, "test": self.test}
+
+    def needs_year(self, year: int) -> bool:
+        return (self.train_start is None or year >= self.train_start.year) and year <= self.test[1].year
+
+    def apply(self, curated: pd.DataFrame) -> dict[str, pd.DataFrame]:
+        """The train, validation and test rows of `curated` (by its `date` column)."""
+        day = pd.to_datetime(curated["date"]).dt.normalize()
+        parts = {}
+        for part, (start, end) in self.ranges().items():
+            inside = day <= pd.Timestamp(end)
+            if start is not None:
+                inside &= day >= pd.Timestamp(start)
+            parts[part] = curated.loc[inside].reset_index(drop=True)
+            if parts[part].empty:
+                raise ModelInputError(
+                    f"the {part} period {start or 'start'}..{end} holds no collision "
+                    "in the curated data; ingest those years or change the split"
+                )
+        return parts
+
+    def run_params(self, parts: dict[str, pd.DataFrame]) -> dict[str, str]:
+        """The periods as MLflow run parameters, `first..last` (training from its first collision)."""
+        train_start = self.train_start or pd.Timestamp(parts["train"]["date"].min()).date()
+        return {
+            "train_range": f"{train_start}..{self.train_end}",
+            VALIDATION_RANGE_PARAM: f"{self.validation[0]}..{self.validation[1]}",
+            "test_range": f"{self.test[0]}..{self.test[1]}",
+        }
+
+    def describe(self, parts: dict[str, pd.DataFrame]) -> pd.DataFrame:
+        """One row per part: dates, collisions and class shares, for the report and the run."""
+        rows = []
+        for part, frame in parts.items():
+            severity = frame[SEVERITY_TARGET]
+            rows.append(
+                {
+                    "part": part,
+                    "first_date": pd.to_datetime(frame["date"]).min().date(),
+                    "last_date": pd.to_datetime(frame["date"]).max().date(),
+                    "collisions": len(frame),
+                    "fatal": int((severity == 1).sum()),
+                    "serious": int((severity == 2).sum()),
+                    "slight": int((severity == 3).sum()),
+                    "ksi_share": float(is_ksi(severity).mean()),
+                }
+            )
+        return pd.DataFrame(rows).set_index("part")
+
+
+def split_by_years(train_years: list[int] | tuple[int, ...], validation_year: int, test_year: int) -> Split:
+    years = sorted(train_years)
+    if not years:
+        raise ModelInputError("train_years is empty")
+    if years != list(range(years[0], years[-1] + 1)):
+        raise ModelInputError(f"train_years {years} must be consecutive")
+    if not years[-1] < validation_year < test_year:
+        raise ModelInputError(
+            f"the split must run forward in time: train {years[0]}-{years[-1]}, "
+            f"then validation {validation_year}, then test {test_year}"
+        )
+    return Split(
+        date(years[0], 1, 1),
+        date(years[-1], 12, 31),
+        (date(validation_year, 1, 1), date(validation_year, 12, 31)),
+        (date(test_year, 1, 1), date(test_year, 12, 31)),
+        rule=f"train {years[0]}-{years[-1]}, validate {validation_year}, test {test_year}",
+    )
+
+
+def split_by_labels_known(
+    labels_known_by: date,
+    label_delay_days: int,
+    validation_days: int = DEFAULT_VALIDATION_DAYS,
+    test_days: int = DEFAULT_TEST_DAYS,
+) -> Split:
+    """Only collisions labelled by `labels_known_by`: the last `test_days` of them test, the
+    `validation_days` before validate, everything earlier trains."""
+    last_labelled = labels_known_by - timedelta(days=label_delay_days)
+    test = (last_labelled - timedelta(days=test_days - 1), last_labelled)
+    validation = (test[0] - timedelta(days=validation_days), test[0] - timedelta(days=1))
+    return Split(
+        None,
+        validation[0] - timedelta(days=1),
+        validation,
+        test,
+        rule=(
+            f"labels known by {labels_known_by} (delay {label_delay_days} days): "
+            f"test {test[0]}..{test[1]}, validate {validation[0]}..{validation[1]}, train before"
+        ),
+    )
+
+
+# -- serving --------------------------------------------------------------------------------------
+
+
+class SeverityPyfunc(mlflow.pyfunc.PythonModel):
+    """The MLflow face of a `SeverityModel`: curated rows in, `OUTPUT_COLUMNS` out."""
+
+    def __init__(self, model: SeverityModel):
+        self.model = model
+
+    # The pd.DataFrame hint tells MLflow not to add its own type-hint validation (the signature does that).
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        try:
+            return self.model.predict(model_input)
+        except ModelInputError as error:
+            # The scoring server answers this error code with HTTP 400 and the message; any other
+            # exception becomes a generic "unexpected error" that hides what was wrong with the request.
+            raise MlflowException(str(error), error_code=INVALID_PARAMETER_VALUE) from None
+
+
+def signature(model: SeverityModel) -> ModelSignature:
+    """Every feature a required double (codes as numbers, NaN for missing); the six output columns."""
+    inputs = Schema([ColSpec("double", column) for column in model.feature_columns])
+    outputs = Schema(
+        [
+            *(ColSpec("double", c) for c in (*PROBABILITY_COLUMNS, "p_ksi")),
+            ColSpec("long", "predicted_severity"),
+            ColSpec("boolean", "ksi_alert"),
+        ]
+    )
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def pip_requirements() -> list[str]:
+    """The packages the pyfunc needs at load time, pinned to the versions that trained it."""
+    from importlib.metadata import version
+
+    packages = ("mlflow", "scikit-learn", "scipy", "numpy", "pandas", "pyarrow", "cloudpickle")
+    return [f"{package}=={version(package)}" for package in packages]
+
+
+def log_model(
+    model: SeverityModel, example: pd.DataFrame, registered_model_name: str | None = None, name: str = "model"
+):
+    """Log (and optionally register) the pyfunc in the active run; returns MLflow's ModelInfo.
+
+    The model carries a copy of `lib/` (sources only) so that it loads where this repository is absent."""
+    with tempfile.TemporaryDirectory() as tmp:
+        code = Path(tmp) / LIB_DIR.name
+        shutil.copytree(LIB_DIR, code, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=SeverityPyfunc(model),
+            code_paths=[str(code)],
+            signature=signature(model),
+            input_example=example[list(model.feature_columns)].astype("float64").head(5),
+            pip_requirements=pip_requirements(),
+            metadata={ALERT_THRESHOLD_PARAM: model.alert_threshold},
+            registered_model_name=registered_model_name,
+        )
+
+
+def attach_notebook(run_id: str, path: str | Path) -> None:
+    """Attach an executed notebook (or its HTML copy) to an MLflow run, under `notebook/`, after the run ended."""
+    mlflow.MlflowClient().log_artifact(run_id, str(path), artifact_path=NOTEBOOK_ARTIFACT_DIR)
+
+
+def attach_executed_notebook(notebook_run_id: str, *paths: str | Path | None) -> list[str]:
+    """Attach the outputs of one notebook execution to every MLflow run it tagged `notebook_run_id`.
+
+    For the executor: pass its run id as the notebook's `notebook_run_id` parameter, and once the
+    executed notebook and HTML are written, call this with them. Returns the MLflow run ids."""
+    runs = mlflow.search_runs(
+        search_all_experiments=True, output_format="list", filter_string=f"tags.notebook_run_id = '{notebook_run_id}'"
+    )
+    for run in runs:
+        for path in paths:
+            if path is not None and Path(path).exists():
+                attach_notebook(run.info.run_id, path)
+    return [run.info.run_id for run in runs]

@@ -1,0 +1,353 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 02 · Train the collision severity model
+#
+# This notebook trains the model that forecasts how severe a road collision is (1 fatal, 2 serious,
+# 3 slight) from what is known when it happens, compares it with three baselines on the same rows,
+# and logs everything to MLflow: parameters, metrics with bootstrap intervals, figures, the data's
+# partitions and checksums, a reference sample for monitoring, and the model itself. The new model
+# version becomes `champion` only if it beats the current champion on this run's test rows.
+#
+# * **Model**: gradient boosting (`HistGradientBoostingClassifier`) with native categorical codes,
+#   early-stopped and temperature-calibrated on the validation period. It outputs the three class
+#   probabilities, P(KSI) = p_fatal + p_serious, and a KSI alert at the threshold that maximises F1
+#   for KSI on the validation period. `lib/model.py` documents every rule.
+# * **Baselines**: the majority class; a logistic regression on one-hot codes; and the original
+#   project's approach, a regression of the summed casualty severity score cut into classes.
+# * **Split by time**: train on earlier data, choose thresholds on the validation period, report on
+#   the test period. With `labels_known_by` (the simulation's retraining), only collisions whose
+#   severity is known by that date are used: the last 90 labelled days test, the 90 before validate.
+
+# %% tags=["parameters"]
+train_years = ""  # e.g. "2014-2016"; "": every ingested year before the validation year
+validation_year = 0  # 0: the year before the test year
+test_year = 0  # 0: the last ingested year
+labels_known_by = ""  # ISO date, e.g. "2024-03-01": split by the labels known then (the years are ignored)
+lake_uri = ""  # "": LAKE_URI
+experiment_name = "accident_severity"
+model_name = ""  # "": MODEL_NAME
+promote = True  # False: register the version without touching the aliases
+primary_metric = "ksi_pr_auc"
+seed = 42
+bootstrap_resamples = 1000
+reference_rows = 5000
+importance_rows = 2000
+notebook_run_id = ""  # set by lib.notebooks.execute; tagged on the MLflow run, to attach the executed notebook
+
+# %%
+import logging
+import os
+import time
+from datetime import date
+
+import matplotlib.pyplot as plt
+import mlflow
+import numpy as np
+import pandas as pd
+from IPython.display import Markdown, display
+from sklearn.calibration import calibration_curve
+from sklearn.frozen import FrozenEstimator
+from sklearn.inspection import permutation_importance
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_curve
+
+from lib import model as severity_model
+from lib.config import load_settings, parse_years
+from lib.evaluation import SEVERITY_NAMES, confusion, is_ksi
+from lib.features import FEATURE_COLUMNS
+from lib.ingest import CURATED
+from lib.lake import open_lake
+from lib.registry import check_primary_metric, promote_if_better
+
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+settings = load_settings()
+lake = open_lake(settings, lake_uri or None)
+model_name = model_name or settings.model_name
+check_primary_metric(primary_metric)
+mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # keep download bars out of the report
+started = time.monotonic()
+
+# %% [markdown]
+# ## The data
+#
+# The curated table has one row per collision. Which years exist, and the split this run uses:
+
+# %%
+partitions = {p.year: p for p in lake.partitions(CURATED)}
+if not partitions:
+    raise RuntimeError(f"{lake.uri} has no curated collisions yet: run 01_ingest first")
+if labels_known_by:
+    split = severity_model.split_by_labels_known(date.fromisoformat(labels_known_by), settings.label_delay_days)
+else:
+    test_year = test_year or max(partitions)
+    validation_year = validation_year or test_year - 1
+    years = parse_years(train_years, "train_years") if train_years else [y for y in partitions if y < validation_year]
+    split = severity_model.split_by_years(years, validation_year, test_year)
+needed = [year for year in sorted(partitions) if split.needs_year(year)]
+first = split.train_start.year if split.train_start else split.validation[0].year
+absent = [year for year in range(first, split.test[1].year + 1) if year not in partitions]
+if absent:
+    raise RuntimeError(
+        f"the split ({split.rule}) needs curated years the lake {lake.uri} does not have: "
+        f"{absent}; ingested: {sorted(partitions)}"
+    )
+curated = lake.read_dataset(CURATED, needed)
+curated = curated[curated["date"] <= pd.Timestamp(split.test[1])]  # nothing later, labelled or not, is looked at
+parts = split.apply(curated)
+print(f"Split: {split.rule}.")
+split_table = split.describe(parts)
+display(split_table)
+
+# %%
+shares = curated.assign(severity=curated["collision_severity"].map(SEVERITY_NAMES)).pivot_table(
+    index="collision_year", columns="severity", values="collision_index", aggfunc="count", fill_value=0
+)[list(SEVERITY_NAMES.values())]
+shares["collisions"] = shares.sum(axis=1)
+shares["ksi_share"] = (shares["fatal"] + shares["serious"]) / shares["collisions"]
+display(shares.style.format({"ksi_share": "{:.1%}"}))
+
+figures = {}
+fig, ax = plt.subplots(figsize=(7, 3))
+(shares[["fatal", "serious"]].div(shares["collisions"], axis=0) * 100).plot.bar(stacked=True, ax=ax)
+ax.set(title="KSI share of collisions by year", ylabel="% of collisions", xlabel="")
+plt.tight_layout()
+figures["class_shares_by_year.png"] = fig
+
+# %% [markdown]
+# ## Training the model and the baselines
+#
+# All four are fitted on the same training rows; the validation rows stop the boosting, calibrate the
+# probabilities and choose each alert threshold. Nothing here sees the test rows.
+
+# %%
+fit_started = time.monotonic()
+candidates = severity_model.fit_candidates(parts["train"], parts["validation"], seed=seed)
+fit_seconds = time.monotonic() - fit_started
+model = candidates.model
+print(
+    f"Fitted in {fit_seconds:.1f} s. The model stopped after {model.details['n_iter']} boosting iterations; "
+    f"temperature {model.details['temperature']:.3f}; KSI alert threshold {model.alert_threshold:.4f}."
+)
+
+# %% [markdown]
+# ## Test results
+#
+# Every metric on the test period. The KSI ROC-AUC and PR-AUC carry 95% bootstrap intervals
+# (`bootstrap_resamples` resamples of the test collisions, the same resamples for every model, so the
+# differences are paired). The original regression has no probabilities, hence no Brier score or log loss.
+
+# %%
+evaluation = severity_model.evaluate(candidates, parts["test"], resamples=bootstrap_resamples, seed=seed)
+boot = evaluation.bootstrap
+intervals = boot[~boot["comparison"].str.contains(" - ")].set_index(["comparison", "metric"])
+comparison = evaluation.metrics.copy()
+for metric in ("ksi_roc_auc", "ksi_pr_auc"):
+    comparison[f"{metric}_95ci"] = [
+        f"{intervals.loc[(name, metric), 'low']:.3f}–{intervals.loc[(name, metric), 'high']:.3f}"
+        for name in comparison.index
+    ]
+shown = [
+    "ksi_roc_auc",
+    "ksi_roc_auc_95ci",
+    "ksi_pr_auc",
+    "ksi_pr_auc_95ci",
+    "macro_f1",
+    "balanced_accuracy",
+    "recall_fatal",
+    "recall_serious",
+    "recall_slight",
+    "ksi_brier",
+    "log_loss",
+    "ksi_precision",
+    "ksi_recall",
+    "alert_rate",
+]
+display(comparison[shown].style.format(precision=3, na_rep="–"))
+
+differences = boot[boot["comparison"].str.contains(" - ")]
+display(differences.style.format(precision=3).hide(axis="index"))
+
+
+# %%
+def verdict(row) -> str:
+    name = row["comparison"].split(" - ")[1]
+    metric = {"ksi_roc_auc": "KSI ROC-AUC", "ksi_pr_auc": "KSI PR-AUC"}[row["metric"]]
+    numbers = (
+        f"difference {row['estimate']:+.3f}, 95% interval {row['low']:+.3f} to {row['high']:+.3f}; "
+        f"the model is ahead in {row['share_above_zero']:.0%} of resamples"
+    )
+    if row["low"] > 0:
+        return f"* **beats {name}** on {metric} ({numbers}): the interval excludes zero."
+    if row["high"] < 0:
+        return f"* **is worse than {name}** on {metric} ({numbers}): the interval excludes zero."
+    return f"* **cannot be told apart from {name}** on {metric} ({numbers}): the interval spans zero."
+
+
+test_part = split_table.loc["test"]
+own = {metric: intervals.loc[(severity_model.MODEL, metric)] for metric in ("ksi_roc_auc", "ksi_pr_auc")}
+display(
+    Markdown(
+        f"On the test period ({test_part['first_date']} to {test_part['last_date']}: {test_part['collisions']:,} "
+        f"collisions, {test_part['fatal'] + test_part['serious']:,} of them KSI) the gradient-boosted model reaches "
+        f"KSI ROC-AUC {own['ksi_roc_auc']['estimate']:.3f} (95% interval {own['ksi_roc_auc']['low']:.3f} to "
+        f"{own['ksi_roc_auc']['high']:.3f}) and KSI PR-AUC {own['ksi_pr_auc']['estimate']:.3f} "
+        f"({own['ksi_pr_auc']['low']:.3f} to {own['ksi_pr_auc']['high']:.3f}; a random ranking scores the KSI "
+        f"share, {test_part['ksi_share']:.3f}). Against each baseline, model minus baseline:\n\n"
+        + "\n".join(verdict(row) for _, row in differences.iterrows())
+    )
+)
+
+# %% [markdown]
+# ## Curves, calibration and errors
+
+# %%
+ksi = is_ksi(evaluation.severity)
+fig, (roc_ax, pr_ax) = plt.subplots(1, 2, figsize=(11, 4.5))
+for name, scores in evaluation.scores.items():
+    fpr, tpr, _ = roc_curve(ksi, scores.ksi_score)
+    roc_ax.plot(fpr, tpr, label=f"{name} ({evaluation.metrics.loc[name, 'ksi_roc_auc']:.3f})")
+    precision, recall, _ = precision_recall_curve(ksi, scores.ksi_score)
+    pr_ax.step(recall, precision, where="post", label=f"{name} ({average_precision_score(ksi, scores.ksi_score):.3f})")
+roc_ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+roc_ax.set(title="ROC, KSI (test)", xlabel="false positive rate", ylabel="true positive rate")
+pr_ax.axhline(ksi.mean(), color="grey", lw=0.8, ls="--")
+pr_ax.set(title="Precision-recall, KSI (test)", xlabel="recall", ylabel="precision")
+roc_ax.legend(fontsize=8)
+pr_ax.legend(fontsize=8)
+plt.tight_layout()
+figures["roc_pr_curves.png"] = fig
+
+# %%
+fig, (cal_ax, cm_ax) = plt.subplots(1, 2, figsize=(11, 4.5))
+for name in (severity_model.MODEL, "logistic"):
+    observed, predicted = calibration_curve(ksi, evaluation.scores[name].ksi_score, n_bins=10, strategy="quantile")
+    cal_ax.plot(predicted, observed, marker="o", label=name)
+cal_ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+cal_ax.set(title="Calibration of P(KSI) (test, deciles)", xlabel="predicted P(KSI)", ylabel="observed KSI share")
+cal_ax.legend(fontsize=8)
+matrix = confusion(evaluation.severity, evaluation.scores[severity_model.MODEL].predicted)
+cm_ax.imshow(matrix.to_numpy(), cmap="Blues")
+for (i, j), count in np.ndenumerate(matrix.to_numpy()):
+    cm_ax.text(j, i, f"{count:,}", ha="center", va="center")
+cm_ax.set(
+    title="Confusion matrix, model (test)",
+    xticks=range(3),
+    yticks=range(3),
+    xticklabels=matrix.columns,
+    yticklabels=matrix.index,
+    xlabel="predicted",
+    ylabel="actual",
+)
+plt.tight_layout()
+figures["calibration_confusion.png"] = fig
+display(matrix)
+
+# %% [markdown]
+# ## What the model relies on
+#
+# Permutation importance: how much the test KSI PR-AUC drops when one feature's values are shuffled
+# (on a sample of test collisions, to stay fast).
+
+# %%
+sample = parts["test"].sample(n=min(importance_rows, len(parts["test"])), random_state=seed)
+
+
+def ksi_pr_auc(estimator, frame, target):
+    return average_precision_score(target, estimator.predict(frame)["p_ksi"])
+
+
+# FrozenEstimator gives the fitted model the `fit` that scikit-learn's API check asks for; nothing is refitted.
+importance = permutation_importance(
+    FrozenEstimator(model),
+    sample[FEATURE_COLUMNS],
+    is_ksi(sample["collision_severity"]),
+    scoring=ksi_pr_auc,
+    n_repeats=3,
+    random_state=seed,
+)
+importance = pd.DataFrame(
+    {"feature": FEATURE_COLUMNS, "mean_drop": importance.importances_mean, "std": importance.importances_std}
+).sort_values("mean_drop", ascending=False)
+fig, ax = plt.subplots(figsize=(7, 6))
+top = importance.head(20).iloc[::-1]
+ax.barh(top["feature"], top["mean_drop"], xerr=top["std"])
+ax.set(title="Permutation importance (drop in KSI PR-AUC)", xlabel="mean drop")
+plt.tight_layout()
+figures["permutation_importance.png"] = fig
+
+# %% [markdown]
+# ## Logging to MLflow and the promotion decision
+#
+# One run holds the parameters, every metric (the model's as `test_*`, each baseline's as
+# `<baseline>_test_*`, intervals as `*_ci_low/high`), the figures, the data's partitions with their
+# checksums, the reference sample for monitoring (`reference/reference.parquet`) and the model
+# (signature and input example). The version is registered, then compared with the current champion.
+
+# %%
+reference = severity_model.reference_sample(model, parts["train"], rows=reference_rows, seed=seed)
+manifests = {str(year): partitions[year].manifest for year in needed}
+mlflow.set_experiment(experiment_name)
+with mlflow.start_run() as run:
+    run_id = run.info.run_id
+    mlflow.set_tags({"notebook": "02_train", "split": split.rule, "notebook_run_id": notebook_run_id})
+    mlflow.log_params(
+        {
+            **split.run_params(parts),
+            "labels_known_by": labels_known_by or "-",
+            "seed": seed,
+            "primary_metric": primary_metric,
+            "bootstrap_resamples": bootstrap_resamples,
+            "lake_uri": lake.uri,
+            "data_years": ",".join(map(str, needed)),
+            "features": ",".join(FEATURE_COLUMNS),
+            "alert_threshold_rule": "max F1 for KSI on validation",
+            severity_model.ALERT_THRESHOLD_PARAM: model.alert_threshold,
+            **{f"gbm_{key}": value for key, value in severity_model.GBM_PARAMS.items()},
+        }
+    )
+    for part, row in split_table.iterrows():
+        mlflow.log_metrics({f"{part}_collisions": row["collisions"], f"{part}_ksi_share": row["ksi_share"]})
+    mlflow.log_metrics(severity_model.run_metrics(evaluation))
+    mlflow.log_metrics(
+        {"temperature": model.details["temperature"], "n_iter": model.details["n_iter"], "fit_seconds": fit_seconds}
+    )
+    mlflow.log_dict(manifests, "data/partitions.json")
+    mlflow.log_dict({part: [str(start), str(end)] for part, (start, end) in split.ranges().items()}, "data/split.json")
+    mlflow.log_text(comparison[shown].to_csv(), "evaluation/test_metrics.csv")
+    mlflow.log_text(boot.to_csv(index=False), "evaluation/bootstrap.csv")
+    mlflow.log_text(matrix.to_csv(), "evaluation/confusion_matrix.csv")
+    mlflow.log_text(importance.to_csv(index=False), "evaluation/permutation_importance.csv")
+    for name, figure in figures.items():
+        mlflow.log_figure(figure, f"figures/{name}")
+    severity_model.log_reference(reference)
+    info = severity_model.log_model(model, parts["train"], registered_model_name=model_name)
+version = str(info.registered_model_version)
+print(f"MLflow run {run_id}; registered {model_name} version {version}.")
+
+# %%
+if promote:
+    decision = promote_if_better(
+        model_name,
+        version,
+        run_id,
+        parts["test"],
+        settings.database_url,
+        primary_metric=primary_metric,
+        simulated_date=date.fromisoformat(labels_known_by) if labels_known_by else None,
+    )
+    outcome = f"Version {version} is now **{decision.alias}**: {decision.reason}."
+else:
+    outcome = f"Version {version} was registered without an alias (promote=False)."
+display(Markdown(outcome + f"\n\nThe whole notebook took {time.monotonic() - started:.0f} s."))

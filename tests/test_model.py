@@ -1,0 +1,290 @@
+"""The severity model, its evaluation and its registration, on small synthetic data.
+
+The MLflow tests run notebooks/02_train.py headless (lib.notebooks.execute) against the session's
+private MLflow, PostgreSQL and S3, on synthetic curated years written to their own lake prefix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from datetime import date, timedelta
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
+
+from lib import db
+from lib.evaluation import _resample_weights, _SortedScore, bootstrap_auc, max_f1_threshold
+from lib.features import FEATURE_COLUMNS, LEAKAGE_COLUMNS, PERSONAL_COLUMNS, TARGET_COLUMNS, build_curated
+from lib.ingest import CURATED
+from lib.lake import Lake
+from lib.model import (
+    OUTPUT_COLUMNS,
+    ModelInputError,
+    attach_executed_notebook,
+    feature_matrix,
+    fit_gbm,
+    split_by_labels_known,
+    split_by_years,
+)
+from lib.notebooks import execute
+from lib.synth import generate
+
+YEARS = range(2014, 2019)
+COLLISIONS_PER_YEAR = 2000
+
+
+@pytest.fixture(scope="module")
+def curated() -> pd.DataFrame:
+    tables = generate(YEARS, COLLISIONS_PER_YEAR, seed=11)
+    return build_curated(tables.collisions, tables.vehicles, tables.casualties)
+
+
+@pytest.fixture(scope="module")
+def parts(curated) -> dict[str, pd.DataFrame]:
+    return split_by_years([2014, 2015, 2016], 2017, 2018).apply(curated)
+
+
+@pytest.fixture(scope="module")
+def model(parts):
+    return fit_gbm(parts["train"], parts["validation"], seed=0)
+
+
+# -- the model's inputs ----------------------------------------------------------------------------
+
+
+def with_leakage(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """`frame` plus every leakage and personal column, filled with values that track the target."""
+    rng = np.random.default_rng(seed)
+    severity = frame["collision_severity"].to_numpy()
+    extra = {column: severity * 10 + rng.integers(0, 3, len(frame)) for column in (*LEAKAGE_COLUMNS, *PERSONAL_COLUMNS)}
+    return frame.assign(**extra)
+
+
+def test_leakage_columns_change_neither_the_inputs_nor_the_predictions(parts):
+    train, validation, test = parts["train"], parts["validation"], parts["test"]
+    assert np.array_equal(feature_matrix(with_leakage(train, 1)), feature_matrix(train), equal_nan=True)
+
+    clean = fit_gbm(train, validation, seed=3)
+    leaky = fit_gbm(with_leakage(train, 1), with_leakage(validation, 2), seed=3)
+    pd.testing.assert_frame_equal(clean.predict(test), leaky.predict(with_leakage(test, 4)))
+    assert clean.alert_threshold == leaky.alert_threshold
+
+
+def test_extra_columns_are_ignored_and_missing_features_are_named(model, parts):
+    test = parts["test"]
+    pd.testing.assert_frame_equal(model.predict(test), model.predict(test[FEATURE_COLUMNS]))
+    with pytest.raises(ModelInputError, match="speed_limit, hour"):
+        model.predict(test.drop(columns=["hour", "speed_limit"]))
+
+
+def test_predictions_follow_the_documented_rules(model, parts):
+    output = model.predict(parts["test"])
+    assert list(output.columns) == OUTPUT_COLUMNS
+    assert np.allclose(output[["p_fatal", "p_serious", "p_slight"]].sum(axis=1), 1.0)
+    assert np.allclose(output["p_ksi"], output["p_fatal"] + output["p_serious"])
+    assert output["ksi_alert"].equals(output["p_ksi"] >= model.alert_threshold)
+    # No alert means slight; an alert means fatal or serious.
+    assert (output.loc[~output["ksi_alert"], "predicted_severity"] == 3).all()
+    assert output.loc[output["ksi_alert"], "predicted_severity"].isin([1, 2]).all()
+    assert 0 < output["ksi_alert"].mean() < 1
+
+
+def test_a_validation_period_without_fatal_collisions_still_trains(parts):
+    validation = parts["validation"]
+    no_fatal = validation[validation["collision_severity"] != 1]
+    model = fit_gbm(parts["train"], no_fatal, seed=0)
+    assert np.isfinite(model.details["temperature"])
+
+
+# -- the split ---------------------------------------------------------------------------------------
+
+
+def test_labels_known_split_uses_only_labelled_collisions(curated):
+    split = split_by_labels_known(date(2018, 7, 1), label_delay_days=30)
+    parts = split.apply(curated)
+    last_labelled = date(2018, 6, 1)
+    assert parts["test"]["date"].max().date() == last_labelled
+    assert parts["test"]["date"].min().date() == last_labelled - timedelta(days=89)
+    assert parts["validation"]["date"].max().date() == last_labelled - timedelta(days=90)
+    assert parts["validation"]["date"].min().date() == last_labelled - timedelta(days=179)
+    assert parts["train"]["date"].max() < parts["validation"]["date"].min()
+    assert parts["train"]["date"].min() == curated["date"].min()
+    used = sum(len(p) for p in parts.values())
+    assert used == (curated["date"] <= pd.Timestamp(last_labelled)).sum()
+
+
+def test_year_split_must_run_forward():
+    with pytest.raises(ModelInputError, match="forward in time"):
+        split_by_years([2015, 2016], 2016, 2018)
+    with pytest.raises(ModelInputError, match="consecutive"):
+        split_by_years([2014, 2016], 2017, 2018)
+
+
+# -- evaluation ------------------------------------------------------------------------------------
+
+
+def test_weighted_bootstrap_metrics_match_scikit_learn():
+    rng = np.random.default_rng(5)
+    ksi = rng.random(400) < 0.2
+    for score in (np.round(rng.random(400) + ksi * 0.3, 1), rng.random(400) + ksi * 0.2):  # with and without ties
+        weights = _resample_weights(rng, 400, 5)
+        roc, ap = _SortedScore(score, ksi).metrics(weights)
+        for i, w in enumerate(weights):
+            assert roc[i] == pytest.approx(roc_auc_score(ksi, score, sample_weight=w), abs=1e-12)
+            assert ap[i] == pytest.approx(average_precision_score(ksi, score, sample_weight=w), abs=1e-12)
+
+
+def test_bootstrap_intervals_contain_the_estimate_and_separate_a_useless_model():
+    rng = np.random.default_rng(6)
+    severity = np.where(rng.random(2000) < 0.2, 2, 3)
+    scores = {"good": rng.random(2000) + (severity == 2) * 0.5, "noise": rng.random(2000)}
+    table = bootstrap_auc(severity, scores, reference="good", resamples=300)
+    rows = table.set_index(["comparison", "metric"])
+    assert (
+        rows.loc[("good", "ksi_roc_auc"), "low"]
+        < rows.loc[("good", "ksi_roc_auc"), "estimate"]
+        < rows.loc[("good", "ksi_roc_auc"), "high"]
+    )
+    assert rows.loc[("good - noise", "ksi_pr_auc"), "low"] > 0
+    assert rows.loc[("good - noise", "ksi_roc_auc"), "share_above_zero"] == 1.0
+    pd.testing.assert_frame_equal(bootstrap_auc(severity, scores, reference="good", resamples=300), table)
+
+
+def test_alert_threshold_maximises_validation_f1():
+    rng = np.random.default_rng(7)
+    ksi = rng.random(300) < 0.25
+    score = np.round(rng.random(300) + ksi * 0.4, 2)
+    threshold = max_f1_threshold(ksi, score)
+    best = max(f1_score(ksi, score >= t) for t in np.unique(score))
+    assert f1_score(ksi, score >= threshold) == pytest.approx(best)
+
+
+# -- training, registration and promotion through the notebook ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(settings, curated):
+    """02_train run twice with the same data and seed; returns (model name, [notebook results])."""
+    lake_uri = f"{os.environ['LAKE_URI']}/model-tests-{uuid.uuid4().hex[:6]}"
+    lake = Lake(lake_uri, settings)
+    for year, rows in curated.groupby("collision_year"):
+        lake.write_partition(CURATED, int(year), rows.reset_index(drop=True))
+    model_name = f"test_severity_{uuid.uuid4().hex[:6]}"
+    parameters = {
+        "lake_uri": lake_uri,
+        "model_name": model_name,
+        "experiment_name": "test_model",
+        "train_years": "2014-2016",
+        "validation_year": 2017,
+        "test_year": 2018,
+        "seed": 5,
+        "bootstrap_resamples": 200,
+        "importance_rows": 300,
+    }
+    results = [execute("02_train", parameters, progress=False) for _ in range(2)]
+    for result in results:
+        assert result.ok, result.describe()
+    return model_name, results
+
+
+def test_retraining_is_reproducible_and_a_tie_does_not_take_champion(trained, settings):
+    model_name, _ = trained
+    client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
+    versions = sorted(client.search_model_versions(f"name = '{model_name}'"), key=lambda v: int(v.version))
+    assert [v.version for v in versions] == ["1", "2"]
+    first, second = (client.get_run(v.run_id).data.metrics for v in versions)
+    evaluated = {key for key in first if key != "fit_seconds" and not key.startswith("promotion.")}
+    assert {
+        "test_ksi_roc_auc",
+        "test_ksi_pr_auc",
+        "logistic_test_ksi_pr_auc",
+        "diff_vs_majority_ksi_pr_auc_ci_low",
+        "original_regression_test_macro_f1",
+        "test_log_loss",
+    } <= evaluated
+    assert {key: first[key] for key in evaluated} == {key: second[key] for key in evaluated}
+
+    assert client.get_model_version_by_alias(model_name, "champion").version == "1"
+    assert client.get_model_version_by_alias(model_name, "challenger").version == "2"
+    with db.session(settings.database_url) as conn:
+        events = db.fetch_dicts(
+            conn,
+            "SELECT event, model_version, details FROM model_events WHERE model_name = %s ORDER BY id",
+            (model_name,),
+        )
+    assert [(e["event"], e["model_version"]) for e in events] == [("promoted", "1"), ("not_promoted", "2")]
+    tie = events[1]["details"]
+    assert tie["champion_version"] == "1" and tie["score"] == tie["champion_score"] == first["test_ksi_pr_auc"]
+    assert client.get_run(versions[1].run_id).data.tags["promotion.event"] == "not_promoted"
+
+
+def test_the_run_holds_the_reference_sample_and_figures(trained, settings):
+    model_name, _ = trained
+    client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
+    run_id = client.get_model_version_by_alias(model_name, "champion").run_id
+    artifacts = {a.path for a in client.list_artifacts(run_id)} | {
+        a.path for folder in ("reference", "figures", "data") for a in client.list_artifacts(run_id, folder)
+    }
+    assert {"reference/reference.parquet", "figures/roc_pr_curves.png", "data/partitions.json"} <= artifacts
+    reference = pd.read_parquet(
+        mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="reference/reference.parquet", tracking_uri=settings.mlflow_tracking_uri
+        )
+    )
+    assert set(FEATURE_COLUMNS) | {"p_ksi", "predicted_severity"} <= set(reference.columns)
+    assert reference["date"].max() <= pd.Timestamp("2016-12-31")  # drawn from the training years
+
+
+def test_the_executed_notebook_is_attached_to_its_run(trained, settings):
+    model_name, results = trained
+    first = results[0]
+    # The executor passed its run id as the notebook's `notebook_run_id` and attached its archive afterwards.
+    champion = mlflow.MlflowClient(settings.mlflow_tracking_uri).get_model_version_by_alias(model_name, "champion")
+    assert champion.run_id in attach_executed_notebook(first.run_id)  # the runs tagged with that id
+    attached = {a.path for a in mlflow.MlflowClient().list_artifacts(champion.run_id, "notebook")}
+    assert attached == {f"notebook/{first.output_ipynb.name}", f"notebook/{first.output_html.name}"}
+
+
+FRESH_PROCESS = """
+import json, sys
+import mlflow, pandas as pd
+frame = pd.read_parquet(sys.argv[2])
+output = mlflow.pyfunc.load_model(sys.argv[1]).predict(frame)
+print(json.dumps({"columns": list(output.columns), "records": output.to_dict(orient="list")}))
+"""
+
+
+def test_champion_loads_in_a_fresh_process_and_predicts_from_rows_without_targets(trained, parts, settings, tmp_path):
+    model_name, _ = trained
+    rows = parts["test"].head(200).drop(columns=TARGET_COLUMNS)
+    rows.to_parquet(tmp_path / "rows.parquet")
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    done = subprocess.run(
+        [sys.executable, "-c", FRESH_PROCESS, f"models:/{model_name}@champion", str(tmp_path / "rows.parquet")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["columns"] == OUTPUT_COLUMNS
+    output = pd.DataFrame(result["records"])
+    assert np.allclose(output[["p_fatal", "p_serious", "p_slight"]].sum(axis=1), 1.0)
+    assert set(output["predicted_severity"]) <= {1, 2, 3}
+
+    champion = mlflow.pyfunc.load_model(f"models:/{model_name}@champion")
+    in_process = champion.predict(rows)
+    assert np.allclose(in_process["p_ksi"], output["p_ksi"])
+    threshold = champion.metadata.metadata["alert_threshold"]
+    assert output["ksi_alert"].equals(output["p_ksi"] >= threshold)
+    with pytest.raises(Exception, match="speed_limit"):
+        mlflow.pyfunc.load_model(f"models:/{model_name}@champion").predict(rows.drop(columns=["speed_limit"]))

@@ -1,0 +1,62 @@
+"""Done-when for training: 01_ingest fills the lake from the real Waltham Forest mirror (2014-2018), then
+02_train runs headless (train 2014-2016, validate 2017, test 2018), registers the model and promotes it.
+
+The mirror's 2018 file has 707 collisions, 96 of them KSI (7 fatal, 89 serious; RECONSTRUCTION.md).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import mlflow
+import pytest
+
+from lib.config import NOTEBOOKS_DIR
+from lib.features import TARGET_COLUMNS
+from lib.ingest import CURATED
+from lib.lake import open_lake
+from lib.model import OUTPUT_COLUMNS
+from lib.notebooks import execute
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def ingested_mirror(stack, settings, mirror):
+    if not (NOTEBOOKS_DIR / "01_ingest.py").exists():
+        pytest.skip("notebooks/01_ingest.py does not exist yet: the lake cannot be filled from the mirror")
+    result = execute("01_ingest", {"base_url": mirror.as_uri() + "/", "years": "2014-2018"}, progress=False)
+    assert result.ok, result.describe()
+    return open_lake(settings)
+
+
+def test_02_train_on_the_real_mirror_registers_a_champion(ingested_mirror, settings):
+    model_name = f"mirror_severity_{uuid.uuid4().hex[:6]}"
+    parameters = {
+        "train_years": "2014-2016",
+        "validation_year": 2017,
+        "test_year": 2018,
+        "model_name": model_name,
+        "experiment_name": "test_train_notebook",
+    }
+    result = execute("02_train", parameters, progress=False)
+    assert result.ok, result.describe()
+
+    client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
+    champion = client.get_model_version_by_alias(model_name, "champion")
+    metrics = client.get_run(champion.run_id).data.metrics
+    assert metrics["test_collisions"] == 707
+    assert metrics["test_ksi_share"] == pytest.approx(96 / 707)
+    for name in ("test", "majority_test", "logistic_test", "original_regression_test"):
+        assert (
+            0
+            <= metrics[f"{name}_ksi_roc_auc_ci_low"]
+            <= metrics[f"{name}_ksi_roc_auc"]
+            <= metrics[f"{name}_ksi_roc_auc_ci_high"]
+            <= 1
+        )
+    assert {"diff_vs_logistic_ksi_pr_auc", "diff_vs_original_regression_ksi_roc_auc"} <= set(metrics)
+
+    rows = ingested_mirror.read_partition(CURATED, 2018).drop(columns=TARGET_COLUMNS)
+    output = mlflow.pyfunc.load_model(f"models:/{model_name}@champion").predict(rows)
+    assert list(output.columns) == OUTPUT_COLUMNS and len(output) == 707
