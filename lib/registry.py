@@ -6,8 +6,9 @@ same test rows, on the primary metric (KSI PR-AUC unless configured otherwise); 
 this training run's test rows, so the comparison also checks that the logged model loads and predicts.
 The first version of a model is promoted. "Beats" is strict: a retrain that only ties keeps the old
 champion. If the champion's own validation period reaches into these test rows (it learned from them),
-the decision's reason says so: that comparison favours the champion. Every decision, with both scores, goes to `model_events` (event `promoted` / `not_promoted`)
-and to the training run (tags and metrics) and the model version (tags).
+the decision's reason says so: that comparison favours the champion. Every decision, with both scores,
+goes to `model_events` (event `promoted` / `not_promoted`), to the training run (tags and metrics) and
+to the model version (tags).
 """
 
 from __future__ import annotations
