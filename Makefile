@@ -48,6 +48,9 @@ training-manual: up notebooks ## Start JupyterLab (token printed) on the noteboo
 training-workflow: up ## Train headless: run 02_train, track it in MLflow, promote if it wins
 	$(PY) scripts/run_notebook.py 02_train $(ARGS)
 
+serve: setup ## Serve the registered model over HTTP (MODEL_VERSION, else MODEL_ALIAS) on 127.0.0.1:SERVE_PORT
+	$(PY) scripts/serve.py $(ARGS)
+
 synthetic: setup ## Write synthetic DfT-format files: make synthetic YEARS=2019-2024 SIZE=20000
 	$(PY) scripts/make_synthetic.py --years $(or $(YEARS),2019-2024) --collisions-per-year $(or $(SIZE),20000) \
 		--out data/synthetic/road-accidents-safety-data

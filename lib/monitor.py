@@ -34,10 +34,12 @@ log = logging.getLogger(__name__)
 # (on synthetic data, rural 60 mph night collisions drift 7-9 of 28), while `month` drifts in every
 # window shorter than the reference period.
 DEFAULT_DRIFT_SHARE = 0.2
+# Metric families: each is replaced as a whole when a window is recomputed.
+DRIFT, QUALITY = "drift", "quality"
 # Metric names that the dashboard, Grafana and the retraining decision read.
-DRIFT_SHARE_METRIC = "drift.share_drifted_features"
-PR_AUC_METRIC = "quality.ksi_pr_auc"
-ROC_AUC_METRIC = "quality.ksi_roc_auc"
+DRIFT_SHARE_METRIC = f"{DRIFT}.share_drifted_features"
+PR_AUC_METRIC = f"{QUALITY}.ksi_pr_auc"
+ROC_AUC_METRIC = f"{QUALITY}.ksi_roc_auc"
 
 WINDOW_PREDICTIONS_SQL = """
 SELECT collision_index, collision_date, p_ksi, predicted_severity, ksi_alert, alert_threshold

@@ -127,7 +127,7 @@ drift, snapshot = monitor.compute_drift(
 )
 report = monitor.save_report(snapshot, reports, start, end, model_version)
 with session(database_url) as conn:
-    monitor.store_metrics(conn, start, end, model_version, "drift", drift.metrics(), end)
+    monitor.store_metrics(conn, start, end, model_version, monitor.DRIFT, drift.metrics(), end)
 
 features = pd.DataFrame(
     {"score": drift.feature_scores, "drifted": drift.feature_drifted, "method": drift.feature_methods}
@@ -160,7 +160,9 @@ with session(database_url) as conn:
             monitor.load_predictions(conn, due_start, due_end, due_version), curated_rows(due_start, due_end)
         )
         quality = monitor.compute_quality(scored, due_start, due_end, today, delay)
-        monitor.store_metrics(conn, due_start, due_end, due_version, "quality", quality.metrics(), quality.known_at)
+        monitor.store_metrics(
+            conn, due_start, due_end, due_version, monitor.QUALITY, quality.metrics(), quality.known_at
+        )
         quality_rows.append(
             {
                 "window": f"{due_start}..{due_end}",

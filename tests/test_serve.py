@@ -1,0 +1,111 @@
+"""scripts/serve.py: MLflow's scoring server for the champion trained on the real mirror.
+
+The server runs as `make serve` runs it (a subprocess on a free port). Good requests must match the
+model loaded in-process; bad requests must get a 4xx with a message that says what is wrong, or a
+correct answer, and never a 5xx or a dead server.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+
+import mlflow
+import pandas as pd
+import pytest
+import requests
+
+from lib.features import build_curated
+from lib.model import OUTPUT_COLUMNS
+from lib.synth import generate
+from tests.serving import SERVE_SCRIPT, free_port, mirror_champion, model_server
+
+
+@pytest.fixture(scope="module")
+def champion(settings, tmp_path_factory):
+    return mirror_champion(settings, tmp_path_factory.mktemp("mirror"))
+
+
+@pytest.fixture(scope="module")
+def server(champion):
+    with model_server(champion.model_uri) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def pyfunc(champion):
+    return mlflow.pyfunc.load_model(champion.model_uri)
+
+
+@pytest.fixture(scope="module")
+def example(server) -> dict:
+    """The collision of the request serve.py printed."""
+    command = shlex.split(next(line for line in server.output if "curl -s" in line))
+    return json.loads(command[command.index("-d") + 1])["dataframe_records"][0]
+
+
+def post(server, body, content_type="application/json") -> requests.Response:
+    data = body if isinstance(body, str | bytes) else json.dumps(body)
+    return requests.post(f"{server.url}/invocations", data=data, headers={"Content-Type": content_type}, timeout=120)
+
+
+def test_serve_prints_the_url_and_a_request_that_works(server, champion, pyfunc, example, settings):
+    version = mlflow.MlflowClient(settings.mlflow_tracking_uri).get_model_version_by_alias(
+        champion.model_name, "champion").version
+    assert f"{champion.model_name} version {version}" in server.text()
+    assert f"Serving {champion.model_name}" in server.text() and f"{server.url}/invocations" in server.text()
+    assert set(example) == set(pyfunc.metadata.get_input_schema().input_names())
+
+    command = next(line for line in server.output if "curl -s" in line).strip()
+    done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    predictions = pd.DataFrame(json.loads(done.stdout)["predictions"])
+    assert list(predictions.columns) == OUTPUT_COLUMNS
+    expected = pyfunc.predict(pd.DataFrame([example]).astype("float64"))
+    pd.testing.assert_frame_equal(predictions, expected, check_dtype=False, rtol=0, atol=1e-12)
+
+
+def test_bad_requests_get_a_readable_4xx_or_a_correct_answer(server, pyfunc, example):
+    without_speed_limit = {k: v for k, v in example.items() if k != "speed_limit"}
+    refused = {
+        "a missing column": ({"dataframe_records": [without_speed_limit]}, "missing inputs ['speed_limit']"),
+        "text in a numeric column": ({"dataframe_records": [{**example, "speed_limit": "fast"}]},
+                                     "speed_limit"),
+        "an infinite value": (json.dumps({"dataframe_records": [{**example, "hour": 1}]}).replace(
+            '"hour": 1', '"hour": Infinity'), "hour holds inf"),
+        "an empty body": ("", "valid JSON"),
+        "a body that is not JSON": ("speed_limit=30", "valid JSON"),
+        "JSON without the rows": ({"collisions": [example]}, "dataframe_records"),
+    }
+    for case, (body, message) in refused.items():
+        response = post(server, body)
+        assert 400 <= response.status_code < 500, f"{case}: HTTP {response.status_code} {response.text[:300]}"
+        assert message in response.json()["message"], f"{case}: {response.json()['message'][-400:]}"
+
+    single = pyfunc.predict(pd.DataFrame([example]).astype("float64"))
+    extra = post(server, {"dataframe_records": [{**example, "colour_of_car": "red", "collision_severity": 1}]})
+    assert extra.status_code == 200, extra.text[:300]
+    pd.testing.assert_frame_equal(pd.DataFrame(extra.json()["predictions"]), single, check_dtype=False, atol=1e-12)
+
+    no_rows = post(server, {"dataframe_split": {"columns": list(example), "data": []}})
+    assert no_rows.status_code == 200 and no_rows.json() == {"predictions": []}, no_rows.text[:300]
+
+    tables = generate([2018], 10_000, seed=8)
+    many = build_curated(tables.collisions, tables.vehicles, tables.casualties)[list(example)].astype("float64")
+    answer = post(server, {"dataframe_split": json.loads(many.to_json(orient="split", index=False,
+                                                                      double_precision=15))})
+    assert answer.status_code == 200, answer.text[:300]
+    pd.testing.assert_frame_equal(pd.DataFrame(answer.json()["predictions"]), pyfunc.predict(many),
+                                  check_dtype=False, atol=1e-12)
+
+    assert requests.get(f"{server.url}/ping", timeout=10).status_code == 200
+    assert server.process.poll() is None
+
+
+def test_an_unknown_model_stops_serve_with_a_clear_message():
+    done = subprocess.run([sys.executable, str(SERVE_SCRIPT), "--port", str(free_port()), "--model-uri",
+                           "models:/no_such_model@champion"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "no_such_model" in done.stderr and "02_train" in done.stderr
