@@ -13,13 +13,18 @@ import contextlib
 import json
 import logging
 import os
+import random
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -29,7 +34,7 @@ import psycopg2
 import requests
 from psycopg2 import sql
 
-from lib.config import SERVICES_DIR, Settings, defaults
+from lib.config import SERVICES_DIR, Settings, defaults, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +60,16 @@ class ServiceStatus:
         if not self.embedded:
             return "external"
         return f"running (pid {self.pid})" if self.pid else "stopped"
+
+
+def free_port_block(size: int = 1, offset: int = 0) -> int:
+    """A loopback port P with P..P+size-1 free, and (with `offset`) the same ports shifted by it."""
+    for _ in range(200):
+        base = random.randrange(20000, 30000)
+        ports = [base + i for i in range(size)]
+        if not any(_port_in_use(p) or (offset and _port_in_use(p + offset)) for p in ports):
+            return base
+    raise ServiceError("no free block of ports found on 127.0.0.1")
 
 
 def _port_in_use(port: int) -> bool:
@@ -313,12 +328,14 @@ class ObjectStore(Service):
     def url(self) -> str:
         return self.settings.s3_endpoint_url
 
+    # weed mini's other components take the ports just above the S3 port; gRPC adds 10000 to each.
+    PORTS, GRPC_OFFSET = 5, 10000
+
     def __post_init__(self) -> None:
-        # weed mini's other components take the ports just above the S3 port; gRPC adds 10000 to each.
         base = self.port
         self.component_ports = {"master": base + 1, "volume": base + 2, "filer": base + 3, "admin": base + 4}
         self.extra_ports = tuple(self.component_ports.values()) + tuple(
-            p + 10000 for p in (base, *self.component_ports.values()))
+            p + self.GRPC_OFFSET for p in (base, *self.component_ports.values()))
 
     @property
     def bucket(self) -> str | None:
@@ -461,3 +478,41 @@ def embedded_services(settings: Settings) -> set[str]:
     if settings.mlflow_tracking_uri == local["MLFLOW_TRACKING_URI"]:
         embedded.add("mlflow")
     return embedded
+
+
+def private_variables(name: str = "private") -> dict[str, str]:
+    """Variables for a throw-away stack on free loopback ports, with fresh keys (tests, benchmarks)."""
+    return {
+        "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port_block()}/{name}",
+        "S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port_block(ObjectStore.PORTS, ObjectStore.GRPC_OFFSET)}",
+        "AWS_ACCESS_KEY_ID": f"{name}-access",
+        "AWS_SECRET_ACCESS_KEY": f"{name}-secret-{os.urandom(6).hex()}",
+        "LAKE_URI": f"s3://{name}-lake",
+        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port_block()}",
+    }
+
+
+@contextmanager
+def private_stack(name: str = "private", **overrides: str) -> Iterator[Stack]:
+    """Run all three services on free ports in a folder of their own, their variables exported.
+
+    The folder is not under pytest's tmp_path on purpose: pytest prunes old session folders, which
+    would pull the data from under a server still running in another session. On exit the services
+    stop, the folder goes, and the environment is restored.
+    """
+    state = Path(tempfile.mkdtemp(prefix=f"asf-{name}-stack-"))
+    variables = {**private_variables(name), "REPORTS_DIR": str(state / "reports"), **overrides}
+    saved = {key: os.environ.get(key) for key in variables}
+    os.environ.update(variables)
+    stack = Stack(load_settings(), state_dir=state, embedded={"postgres", "s3", "mlflow"})
+    try:
+        stack.up()
+        yield stack
+    finally:
+        stack.down()
+        shutil.rmtree(state, ignore_errors=True)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

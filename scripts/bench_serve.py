@@ -25,7 +25,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,8 +34,7 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lib.config import load_settings  # noqa: E402
-from lib.services import Stack  # noqa: E402
-from tests.conftest import free_port_block  # noqa: E402
+from lib.services import private_stack  # noqa: E402
 
 YEARS = (2022, 2023, 2024)
 WEEK = ("2024-03-04", "2024-03-10")
@@ -131,25 +129,9 @@ def main() -> None:
     parser.add_argument("--notebook-runs", type=int, default=3, help="03_infer runs per mode")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as state:
-        os.environ.update({
-            "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port_block(1, 0)}/bench",
-            "S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port_block()}",
-            "AWS_ACCESS_KEY_ID": "bench-access",
-            "AWS_SECRET_ACCESS_KEY": "bench-secret-" + os.urandom(6).hex(),
-            "LAKE_URI": "s3://asf-bench-lake",
-            "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port_block(1, 0)}",
-            "MODEL_NAME": MODEL_NAME,
-            "MODEL_ALIAS": "champion",
-            "REPORTS_DIR": str(Path(state) / "reports"),
-            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-        })
-        stack = Stack(load_settings(), state_dir=Path(state), embedded={"postgres", "s3", "mlflow"})
-        stack.up()
-        try:
-            figures = run(args)
-        finally:
-            stack.down()
+    with private_stack("bench", MODEL_NAME=MODEL_NAME, MODEL_ALIAS="champion",
+                       MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"):
+        figures = run(args)
 
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
           f"load average at the end {os.getloadavg()[0]:.1f}")

@@ -18,8 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lib.config import load_settings  # noqa: E402
-from lib.services import Stack  # noqa: E402
-from tests.conftest import free_port_block  # noqa: E402
+from lib.services import Stack, private_variables  # noqa: E402
 
 
 def timed_up(stack: Stack) -> float:
@@ -35,12 +34,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as state:
-        settings = load_settings({
-            **os.environ,
-            "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port_block(1, 0)}/bench",
-            "S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port_block()}",
-            "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port_block(1, 0)}",
-        })
+        settings = load_settings({**os.environ, **private_variables("bench")})
         stack = Stack(settings, state_dir=Path(state), embedded={"postgres", "s3", "mlflow"})
         cold = timed_up(stack)
         warm = [timed_up(stack) for _ in range(args.repeats)]

@@ -122,9 +122,9 @@ def served_latency(uri: str, rows) -> dict:
     import numpy as np
     import requests
 
-    from tests.conftest import free_port_block
+    from lib.services import free_port_block
 
-    port = free_port_block(1, 0)
+    port = free_port_block()
     command = [
         sys.executable,
         "-m",
@@ -205,30 +205,12 @@ def main() -> None:
         print(json.dumps(score(serve=not args.no_serve)))
         return
 
-    from lib.config import load_settings
-    from lib.services import Stack
-    from tests.conftest import free_port_block
+    from lib.services import private_stack
 
-    with tempfile.TemporaryDirectory() as state:
-        os.environ.update(
-            {
-                "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port_block(1, 0)}/bench",
-                "S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port_block()}",
-                "AWS_ACCESS_KEY_ID": "bench-access",
-                "AWS_SECRET_ACCESS_KEY": "bench-secret-" + os.urandom(6).hex(),
-                "LAKE_URI": "s3://asf-bench-lake",
-                "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port_block(1, 0)}",
-                "REPORTS_DIR": str(Path(state) / "reports"),
-            }
-        )
-        stack = Stack(load_settings(), state_dir=Path(state), embedded={"postgres", "s3", "mlflow"})
-        stack.up()
-        try:
-            generated = run_child("generate", "--collisions-per-year", str(args.collisions_per_year))
-            trained = run_child("train")
-            scored = run_child("score", *(["--no-serve"] if args.no_serve else []))
-        finally:
-            stack.down()
+    with private_stack("bench"):
+        generated = run_child("generate", "--collisions-per-year", str(args.collisions_per_year))
+        trained = run_child("train")
+        scored = run_child("score", *(["--no-serve"] if args.no_serve else []))
 
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "

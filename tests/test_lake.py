@@ -12,8 +12,7 @@ import pytest
 
 from lib.config import load_settings
 from lib.lake import Lake, LakeError, open_lake
-from lib.services import ObjectStore
-from tests.conftest import free_port_block
+from lib.services import ObjectStore, private_variables
 
 
 @pytest.fixture(params=["s3", "file"])
@@ -79,9 +78,7 @@ def test_file_lake_rejects_unknown_schemes():
 
 def test_a_server_killed_mid_write_leaves_the_committed_partition_intact(tmp_path):
     """Kill -9 the S3 server while a partition is being rewritten; the old one must survive."""
-    base = free_port_block()
-    settings = load_settings({"S3_ENDPOINT_URL": f"http://127.0.0.1:{base}", "LAKE_URI": "s3://crash-lake",
-                              "AWS_ACCESS_KEY_ID": "crash-key", "AWS_SECRET_ACCESS_KEY": "crash-secret-123"})
+    settings = load_settings(private_variables("crash"))
     store = ObjectStore("s3", settings, tmp_path, True)
     store.wait_until_healthy(store.start(), time.monotonic() + 30)
     try:

@@ -11,19 +11,13 @@ import psutil
 import pytest
 
 from lib.config import load_settings
-from lib.services import ServiceError, Stack
-from tests.conftest import free_port_block
+from lib.services import ServiceError, Stack, private_variables
 
 
 @pytest.fixture(scope="module")
 def own_stack(tmp_path_factory):
     state = tmp_path_factory.mktemp("lifecycle")
-    settings = load_settings({
-        "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port_block(1, 0)}/lifecycle",
-        "S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port_block()}",
-        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port_block(1, 0)}",
-        "LAKE_URI": "s3://lifecycle-lake",
-    })
+    settings = load_settings(private_variables("lifecycle"))
     stack = Stack(settings, state_dir=state, embedded={"postgres", "s3", "mlflow"})
     yield stack
     stack.down()
