@@ -55,6 +55,12 @@ synthetic: setup ## Write synthetic DfT-format files: make synthetic YEARS=2019-
 	$(PY) scripts/make_synthetic.py --years $(or $(YEARS),2019-2024) --collisions-per-year $(or $(SIZE),20000) \
 		--out data/synthetic/road-accidents-safety-data
 
+simulation: up ## Run the simulated production loop until Ctrl-C; SIM_DAYS=N stops after N simulated days, ARGS="--reset"
+	$(PY) scripts/simulate.py $(if $(SIM_DAYS),--days $(SIM_DAYS)) $(ARGS)
+
+demo: setup ## One command: services, ingest, train, 60 simulated days, then where to look (DEMO_DATA=synthetic: offline)
+	$(PY) scripts/demo.py $(if $(SIM_DAYS),--days $(SIM_DAYS)) $(if $(DEMO_DATA),--data $(DEMO_DATA))
+
 test: setup ## Run the test suite against real, private services
 	$(PY) -m pytest
 

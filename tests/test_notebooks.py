@@ -309,3 +309,40 @@ def test_html_copies_are_written_without_network(tmp_path, monkeypatch):
     notebooks._html_exporter.cache_clear()  # build the exporter (templates, CSS) while offline too
     html = notebooks.write_html(ipynb).read_text()
     assert "Fixture: a notebook that succeeds" in html and "<style" in html
+
+
+def _printed_value(ipynb: Path, label: str) -> str:
+    return _stdout_of(ipynb).split(f"{label}: ")[1].split("\n")[0]
+
+
+def test_a_warm_kernel_keeps_modules_but_not_variables_and_is_replaced_after_a_timeout(reports):
+    fixture = FIXTURES / "reports_its_kernel.py"
+    with notebooks.WarmKernel() as kernel:
+
+        def run(notebook=fixture, **kwargs):
+            return notebooks.execute(
+                notebook, reports_dir=reports, record=False, progress=False, kernel=kernel, **kwargs
+            )
+
+        first, second = run(), run()
+        assert first.ok and second.ok
+        assert _printed_value(first.output_ipynb, "kernel pid") == _printed_value(second.output_ipynb, "kernel pid")
+        assert _printed_value(first.output_ipynb, "lib.clock already loaded") == "False"
+        assert _printed_value(second.output_ipynb, "lib.clock already loaded") == "True"
+        assert _printed_value(second.output_ipynb, "left behind") == "False"
+        # The namespace reset also restarts the execution count: the second run reads like the first.
+        cells = [nbformat.read(r.output_ipynb, as_version=4).cells for r in (first, second)]
+        counts = [[cell.execution_count for cell in run_cells if cell.cell_type == "code"] for run_cells in cells]
+        assert counts[0] == counts[1] == list(range(1, len(counts[0]) + 1))
+
+        assert run(FIXTURES / "fails.py").status == "failed"  # an idle kernel after a failed cell is kept
+        after_failure = run()
+        pid = int(_printed_value(after_failure.output_ipynb, "kernel pid"))
+        assert str(pid) == _printed_value(first.output_ipynb, "kernel pid")
+
+        assert run(FIXTURES / "hangs.py", timeout=2).status == "timed_out"
+        assert _wait_gone(pid, seconds=5), "the warm kernel of a timed-out run is still running"
+        fresh = run()
+        assert fresh.ok and _printed_value(fresh.output_ipynb, "lib.clock already loaded") == "False"
+        fresh_pid = int(_printed_value(fresh.output_ipynb, "kernel pid"))
+    assert _wait_gone(fresh_pid, seconds=10), "closing the warm kernel left it running"
