@@ -115,7 +115,7 @@ class Lake:
         if self._client is None:
             self._root.mkdir(parents=True, exist_ok=True)
             return
-        if not self._s3("open the bucket", "", lambda: self._client.bucket_exists(self.bucket)):
+        if not self._s3("open the bucket", self.bucket, lambda: self._client.bucket_exists(self.bucket)):
             raise LakeError(f"bucket {self.bucket!r} does not exist on {self._endpoint} (create it, or check LAKE_URI)")
 
     # -- bytes ---------------------------------------------------------------------------
