@@ -43,12 +43,10 @@ from lib.db import session
 from lib.features import TARGET_COLUMNS
 from lib.ingest import CURATED
 from lib.lake import Lake
-from lib.model import OUTPUT_COLUMNS, PROBABILITY_COLUMNS
+from lib.model import ALERT_THRESHOLD_PARAM, OUTPUT_COLUMNS, PROBABILITY_COLUMNS
 
 log = logging.getLogger(__name__)
 
-# 02_train logs the model's KSI alert threshold as this run parameter.
-THRESHOLD_PARAM = "alert_threshold"
 MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))/?")
 TRANSIENT_STATUS = (502, 503, 504)
 
@@ -174,13 +172,13 @@ def resolve_model(model_uri: str, tracking_uri: str | None = None) -> ModelRef:
         raise InferenceError(f"cannot resolve {model_uri} in the MLflow registry at "
                              f"{tracking_uri or mlflow.get_tracking_uri()}: {error.message} "
                              "(has 02_train registered and promoted a model?)") from error
-    if THRESHOLD_PARAM not in params:
+    if ALERT_THRESHOLD_PARAM not in params:
         raise InferenceError(f"{name} version {version.version}: its run {version.run_id} has no "
-                             f"{THRESHOLD_PARAM!r} parameter (02_train logs it), so alerts cannot be recorded")
+                             f"{ALERT_THRESHOLD_PARAM!r} parameter (02_train logs it), so alerts cannot be recorded")
     signature = Model.load(mlmodel).signature
     if signature is None:
         raise InferenceError(f"{name} version {version.version} was logged without a signature")
-    return ModelRef(name, str(version.version), version.run_id, float(params[THRESHOLD_PARAM]),
+    return ModelRef(name, str(version.version), version.run_id, float(params[ALERT_THRESHOLD_PARAM]),
                     tuple(signature.inputs.input_names()), model_uri)
 
 
