@@ -34,7 +34,7 @@ up: setup ## Start the embedded PostgreSQL, S3 and MLflow servers (idempotent)
 	@$(PY) scripts/services.py up
 
 down: ## Stop the embedded services that `make up` started
-	@test -x $(PY) && $(PY) scripts/services.py down || echo "Nothing to stop: no .venv yet."
+	@if [ -x $(PY) ]; then $(PY) scripts/services.py down; else echo "Nothing to stop: no .venv yet."; fi
 
 status: setup ## Show each service, its URL and whether it answers its health check
 	@$(PY) scripts/services.py status
