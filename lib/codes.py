@@ -23,6 +23,22 @@ import numpy as np
 
 MISSING = -1  # "Data missing or out of range" in every coded column
 
+# Drivers and casualties share the guide's age bands.
+AGE_BANDS = {
+    1: "0 - 5",
+    2: "6 - 10",
+    3: "11 - 15",
+    4: "16 - 20",
+    5: "21 - 25",
+    6: "26 - 35",
+    7: "36 - 45",
+    8: "46 - 55",
+    9: "56 - 65",
+    10: "66 - 75",
+    11: "Over 75",
+    -1: "Data missing or out of range",
+}
+
 LABELS: dict[str, dict[int, str]] = {
     "police_force": {
         1: "Metropolitan Police",
@@ -528,20 +544,7 @@ LABELS: dict[str, dict[int, str]] = {
         3: "Not known",
         -1: "Data missing or out of range",
     },
-    "age_band_of_driver": {
-        1: "0 - 5",
-        2: "6 - 10",
-        3: "11 - 15",
-        4: "16 - 20",
-        5: "21 - 25",
-        6: "26 - 35",
-        7: "36 - 45",
-        8: "46 - 55",
-        9: "56 - 65",
-        10: "66 - 75",
-        11: "Over 75",
-        -1: "Data missing or out of range",
-    },
+    "age_band_of_driver": AGE_BANDS,
     "propulsion_code": {
         1: "Petrol",
         2: "Heavy oil",
@@ -593,20 +596,7 @@ LABELS: dict[str, dict[int, str]] = {
         9: "unknown (self reported)",
         -1: "Data missing or out of range",
     },
-    "age_band_of_casualty": {
-        1: "0 - 5",
-        2: "6 - 10",
-        3: "11 - 15",
-        4: "16 - 20",
-        5: "21 - 25",
-        6: "26 - 35",
-        7: "36 - 45",
-        8: "46 - 55",
-        9: "56 - 65",
-        10: "66 - 75",
-        11: "Over 75",
-        -1: "Data missing or out of range",
-    },
+    "age_band_of_casualty": AGE_BANDS,
     "casualty_severity": {
         1: "Fatal",
         2: "Serious",

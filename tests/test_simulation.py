@@ -268,16 +268,19 @@ def test_an_undisturbed_run_scores_every_day_once_and_monitors_every_window(worl
     assert index.count("<tr>") == 1 + 4 and index.index("04_monitor") < index.index("03_infer")  # newest first
 
 
+def _wait_inside(runner: Runner, database_url: str, notebook: str, nth: int) -> None:
+    """Return once the runner is half a second into its `nth` run of `notebook`."""
+    wait_until(
+        lambda: len(runs(database_url, notebook)) >= nth and runs(database_url, notebook)[-1]["status"] == "running",
+        f"{notebook} run {nth} is running",
+        runner,
+    )
+    time.sleep(0.5)
+
+
 def _kill_during(notebook: str, nth: int):
     def fault(runner: Runner, database_url: str) -> None:
-        wait_until(
-            lambda: (
-                len(runs(database_url, notebook)) >= nth and runs(database_url, notebook)[-1]["status"] == "running"
-            ),
-            f"{notebook} run {nth} is running",
-            runner,
-        )
-        time.sleep(0.5)  # inside the notebook
+        _wait_inside(runner, database_url, notebook, nth)
         runner.process.send_signal(signal.SIGKILL)
         runner.process.wait(timeout=10)
 
@@ -286,14 +289,7 @@ def _kill_during(notebook: str, nth: int):
 
 def _terminate_during(notebook: str, nth: int):
     def fault(runner: Runner, database_url: str) -> None:
-        wait_until(
-            lambda: (
-                len(runs(database_url, notebook)) >= nth and runs(database_url, notebook)[-1]["status"] == "running"
-            ),
-            f"{notebook} run {nth} is running",
-            runner,
-        )
-        time.sleep(0.5)
+        _wait_inside(runner, database_url, notebook, nth)
         runner.process.send_signal(signal.SIGTERM)
         assert runner.process.wait(timeout=60) == 130, runner.output()
         assert runs(database_url, notebook)[-1]["status"] == "interrupted"
