@@ -142,7 +142,8 @@ def load_settings(environ: dict[str, str] | None = None, dotenv: Path | None = D
         aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
         database_url=_url("DATABASE_URL", env["DATABASE_URL"], ("postgresql", "postgres")),
-        mlflow_tracking_uri=_url("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"], ("http", "https", "file")),
+        # A tracking server: MLflow 3 refuses `file:` stores, and monitoring reads the model's run over REST.
+        mlflow_tracking_uri=_url("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"], ("http", "https")),
         model_name=env["MODEL_NAME"],
         model_alias=env["MODEL_ALIAS"],
         model_version=env["MODEL_VERSION"] or None,

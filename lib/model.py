@@ -75,6 +75,7 @@ from lib.evaluation import (
     test_metrics,
 )
 from lib.features import CATEGORICAL_FEATURES, FEATURE_COLUMNS, IDENTITY_COLUMNS, TARGET_COLUMNS
+from lib.model_run import REFERENCE_ARTIFACT
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,6 @@ SEVERITY_TARGET = "collision_severity"
 SCORE_TARGET = "casualty_severity_score"
 PROBABILITY_COLUMNS = ["p_fatal", "p_serious", "p_slight"]
 OUTPUT_COLUMNS = [*PROBABILITY_COLUMNS, "p_ksi", "predicted_severity", "ksi_alert"]
-REFERENCE_ARTIFACT = "reference/reference.parquet"
 VALIDATION_RANGE_PARAM = "validation_range"  # run parameter "first..last" of the validation period
 ALERT_THRESHOLD_PARAM = "alert_threshold"  # run parameter and MLmodel metadata key: the KSI alert threshold
 NOTEBOOK_ARTIFACT_DIR = "notebook"
@@ -462,12 +462,6 @@ def log_reference(reference: pd.DataFrame) -> None:
         path = Path(tmp) / name
         reference.to_parquet(path, index=False)
         mlflow.log_artifact(str(path), artifact_path=folder)
-
-
-def load_reference(model_uri: str) -> pd.DataFrame:
-    """The reference sample logged with the model at `model_uri` (e.g. `models:/accident_severity@champion`)."""
-    run_id = mlflow.models.get_model_info(model_uri).run_id
-    return pd.read_parquet(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=REFERENCE_ARTIFACT))
 
 
 # -- the time split -------------------------------------------------------------------------------

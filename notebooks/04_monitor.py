@@ -52,7 +52,6 @@ import time
 from datetime import date
 from pathlib import Path
 
-import mlflow
 import pandas as pd
 from IPython.display import Markdown, display
 
@@ -63,7 +62,7 @@ from lib.db import session
 from lib.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES
 from lib.ingest import CURATED
 from lib.lake import open_lake
-from lib.model import load_reference
+from lib.model_run import load_model_run
 
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 started = time.monotonic()
@@ -80,7 +79,6 @@ reports = Path(reports_dir) if reports_dir else settings.reports_dir
 model_name = model_name or settings.model_name
 policy = monitor.RetrainingPolicy(quality_windows, quality_fraction, drift_share_threshold)
 lake = open_lake(settings, lake_uri)
-mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
 
 
 def curated_rows(first: date, last: date) -> pd.DataFrame:
@@ -107,13 +105,12 @@ with session(database_url) as conn:
 if predictions.empty:
     raise RuntimeError(f"model version {model_version} scored none of {start}..{end}; versions that did: {versions}")
 window = monitor.join_truth(predictions, curated_rows(start, end))
-model_uri = f"models:/{model_name}/{model_version}"
-champion_run = mlflow.MlflowClient().get_run(mlflow.models.get_model_info(model_uri).run_id)
-reference = load_reference(model_uri)
+model_run = load_model_run(settings.mlflow_tracking_uri, model_name, model_version)
+reference = model_run.reference
 print(
     f"Window {start}..{end}: {len(window):,} collisions scored by {model_name} version {model_version}"
     f"{' (other versions scored some too: ' + ', '.join(versions[1:]) + ')' if len(versions) > 1 else ''}; "
-    f"reference sample: {len(reference):,} rows of run {champion_run.info.run_id}."
+    f"reference sample: {len(reference):,} rows of run {model_run.run_id}."
 )
 
 # %% [markdown]
@@ -198,7 +195,7 @@ else:
 # ## The retraining decision and the dashboard
 
 # %%
-champion_scores = {key: champion_run.data.metrics[key] for key in CHAMPION_SERIES if key in champion_run.data.metrics}
+champion_scores = {key: model_run.metrics[key] for key in CHAMPION_SERIES if key in model_run.metrics}
 with session(database_url) as conn:
     decision = monitor.decide_from_metrics(conn, model_version, today, champion_scores.get("test_ksi_pr_auc"), policy)
     monitor.record_decision(conn, decision, model_name)

@@ -167,12 +167,9 @@ def library_steps() -> dict[str, float]:
     from lib.lake import open_lake
 
     lap("import pandas, lib.monitor, lib.lake")
-    import mlflow
+    from lib.model_run import load_model_run
 
-    lap("import mlflow")
-    from lib.model import load_reference
-
-    lap("import lib.model")
+    lap("import lib.model_run")
     import evidently  # noqa: F401
 
     lap("import evidently")
@@ -186,10 +183,7 @@ def library_steps() -> dict[str, float]:
     dates = pd.to_datetime(curated["date"])
     window = monitor.join_truth(predictions, curated[(dates >= pd.Timestamp(start)) & (dates <= pd.Timestamp(end))])
     lap("curated year from the lake, joined")
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    model_uri = f"models:/{MODEL_NAME}/{version}"
-    mlflow.MlflowClient().get_run(mlflow.models.get_model_info(model_uri).run_id)
-    reference = load_reference(model_uri)
+    reference = load_model_run(settings.mlflow_tracking_uri, MODEL_NAME, version).reference
     lap(f"champion run and {len(reference):,}-row reference from MLflow")
     drift, snapshot = monitor.compute_drift(window, reference, CATEGORICAL_FEATURES, NUMERIC_FEATURES)
     lap(f"compute_drift ({len(window):,} rows, {drift.features} features)")

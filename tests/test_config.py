@@ -45,7 +45,7 @@ def test_pinned_model_version_wins_over_alias():
 
 @pytest.mark.parametrize(("variable", "value"), [
     ("LAKE_URI", "bucket-without-scheme"), ("DATABASE_URL", "mysql://x"), ("SIMULATION_START_DATE", "01/01/2024"),
-    ("MONITOR_WINDOW_DAYS", "0"), ("LABEL_DELAY_DAYS", "-1"),
+    ("MONITOR_WINDOW_DAYS", "0"), ("LABEL_DELAY_DAYS", "-1"), ("MLFLOW_TRACKING_URI", "file:///tmp/mlruns"),
 ])
 def test_other_malformed_values_name_the_variable(variable, value):
     with pytest.raises(ConfigError, match=variable):
