@@ -34,10 +34,16 @@ log = logging.getLogger(__name__)
 # (on synthetic data, rural 60 mph night collisions drift 7-9 of 28), while `month` drifts in every
 # window shorter than the reference period.
 DEFAULT_DRIFT_SHARE = 0.2
+# The fewest collisions a window needs before its drift can call for retraining. Evidently's distance
+# tests do not allow for sample size, so small windows drift by chance alone: unshifted synthetic
+# windows drifted 79% of the features at 14 rows (a week of the Waltham Forest mirror), 7.5% on
+# average at 300 (at most 11% over 10 samples), 3.6% at 500 (tests/test_monitor.py pins both ends).
+DEFAULT_MIN_DRIFT_ROWS = 300
 # Metric families: each is replaced as a whole when a window is recomputed.
 DRIFT, QUALITY = "drift", "quality"
 # Metric names that the dashboard, Grafana and the retraining decision read.
 DRIFT_SHARE_METRIC = f"{DRIFT}.share_drifted_features"
+DRIFT_ROWS_METRIC = f"{DRIFT}.rows"
 PR_AUC_METRIC = f"{QUALITY}.ksi_pr_auc"
 ROC_AUC_METRIC = f"{QUALITY}.ksi_roc_auc"
 
@@ -80,10 +86,13 @@ LIMIT %(limit)s
 """
 
 LATEST_DRIFT_SQL = """
-SELECT window_start, window_end, value
-FROM monitoring_metrics
-WHERE model_version = %(model_version)s AND metric = %(metric)s AND known_at <= %(as_of)s
-ORDER BY window_end DESC
+SELECT s.window_start, s.window_end, s.value AS share, r.value AS rows
+FROM monitoring_metrics s
+LEFT JOIN monitoring_metrics r
+  ON r.window_start = s.window_start AND r.window_end = s.window_end
+  AND r.model_version = s.model_version AND r.metric = %(rows_metric)s
+WHERE s.model_version = %(model_version)s AND s.metric = %(share_metric)s AND s.known_at <= %(as_of)s
+ORDER BY s.window_end DESC
 LIMIT 1
 """
 
@@ -119,7 +128,7 @@ class DriftResult:
     def metrics(self) -> dict[str, float]:
         """The `drift.*` scalars stored in `monitoring_metrics`."""
         values = {
-            "drift.rows": self.rows,
+            DRIFT_ROWS_METRIC: self.rows,
             DRIFT_SHARE_METRIC: self.share_drifted_features,
             "drift.drifted_features": self.drifted_features,
             "drift.features": self.features,
@@ -440,6 +449,7 @@ class RetrainingPolicy:
     quality_windows: int = 4  # labelled windows averaged
     quality_fraction: float = 0.8  # of the champion's test KSI PR-AUC
     drift_share_threshold: float = DEFAULT_DRIFT_SHARE  # share of drifted features in the latest window
+    min_drift_rows: int = DEFAULT_MIN_DRIFT_ROWS  # smaller windows: drift is reported, not acted on
 
 
 @dataclass(frozen=True)
@@ -455,7 +465,39 @@ class RetrainingDecision:
     champion_pr_auc: float | None
     quality_floor: float | None
     drift_share: float | None
+    drift_rows: int | None  # collisions in the window whose drift share this is
     policy: RetrainingPolicy = field(default_factory=RetrainingPolicy)
+
+    @property
+    def drift_too_small(self) -> bool:
+        """The latest window had too few collisions for its drift to count."""
+        return self.drift_rows is not None and self.drift_rows < self.policy.min_drift_rows
+
+    def summary(self) -> str:
+        """The decision and the numbers that made it, in a sentence."""
+        if self.recommended:
+            return "Retraining recommended: " + "; ".join(self.reasons) + "."
+        if self.mean_pr_auc is not None and self.quality_floor is not None:
+            quality = (
+                f"mean KSI PR-AUC {self.mean_pr_auc:.3f} over the last {len(self.recent_pr_aucs)} labelled "
+                f"window(s) is above the floor {self.quality_floor:.3f}"
+            )
+        else:
+            quality = "no labelled window to judge quality by yet"
+        if self.drift_share is None:
+            drift = "no window monitored for drift yet"
+        elif self.drift_too_small:
+            drift = (
+                f"the drift of the latest window ({self.drift_share:.0%} of the features) does not count: its "
+                f"{self.drift_rows} collisions are fewer than the {self.policy.min_drift_rows} below which chance "
+                "alone drifts many features (monitor longer windows: MONITOR_WINDOW_DAYS)"
+            )
+        else:
+            drift = (
+                f"{self.drift_share:.0%} of the features drifted in the latest window "
+                f"(threshold {self.policy.drift_share_threshold:.0%})"
+            )
+        return f"No retraining needed: {quality}, and {drift}."
 
     @property
     def event(self) -> str:
@@ -474,13 +516,14 @@ def decide_retraining(
     as_of: date,
     recent_pr_aucs: Sequence[float],
     drift_share: float | None,
+    drift_rows: int | None,
     champion_pr_auc: float | None,
     policy: RetrainingPolicy = RetrainingPolicy(),
 ) -> RetrainingDecision:
     """Recommend retraining when recent labelled quality falls below the floor or drift is wide.
 
     Quality counts only when there is at least one labelled window and a champion score to compare
-    with; drift only when a window has been monitored.
+    with; drift only when a window of at least `policy.min_drift_rows` collisions has been monitored.
     """
     recent = tuple(float(v) for v in recent_pr_aucs[: policy.quality_windows])
     mean_pr_auc = float(np.mean(recent)) if recent else None
@@ -491,7 +534,8 @@ def decide_retraining(
             f"mean KSI PR-AUC {mean_pr_auc:.3f} over the last {len(recent)} labelled window(s) is below "
             f"{policy.quality_fraction:g} x the champion's test score {champion_pr_auc:.3f} = {floor:.3f}"
         )
-    if drift_share is not None and drift_share >= policy.drift_share_threshold:
+    enough_rows = drift_rows is not None and drift_rows >= policy.min_drift_rows
+    if drift_share is not None and enough_rows and drift_share >= policy.drift_share_threshold:
         reasons.append(
             f"{drift_share:.0%} of the features drifted in the latest window "
             f"(threshold {policy.drift_share_threshold:.0%})"
@@ -506,6 +550,7 @@ def decide_retraining(
         champion_pr_auc=champion_pr_auc,
         quality_floor=floor,
         drift_share=drift_share,
+        drift_rows=drift_rows,
         policy=policy,
     )
 
@@ -524,11 +569,19 @@ def decide_from_metrics(
         {"model_version": model_version, "metric": PR_AUC_METRIC, "as_of": as_of, "limit": policy.quality_windows},
     )
     drift = fetch_dicts(
-        conn, LATEST_DRIFT_SQL, {"model_version": model_version, "metric": DRIFT_SHARE_METRIC, "as_of": as_of}
+        conn,
+        LATEST_DRIFT_SQL,
+        {
+            "model_version": model_version,
+            "share_metric": DRIFT_SHARE_METRIC,
+            "rows_metric": DRIFT_ROWS_METRIC,
+            "as_of": as_of,
+        },
     )
-    drift_share = drift[0]["value"] if drift else None
+    latest = drift[0] if drift else {"share": None, "rows": None}
+    rows = int(latest["rows"]) if latest["rows"] is not None else None
     return decide_retraining(
-        model_version, as_of, [row["value"] for row in quality], drift_share, champion_pr_auc, policy
+        model_version, as_of, [row["value"] for row in quality], latest["share"], rows, champion_pr_auc, policy
     )
 
 
@@ -546,12 +599,5 @@ def record_decision(conn, decision: RetrainingDecision, model_name: str) -> int:
             (decision.event, model_name, decision.model_version, json.dumps(decision.details()), decision.as_of),
         )
         event_id = cur.fetchone()[0]
-    log.info(
-        "Model %s version %s on %s: %s%s",
-        model_name,
-        decision.model_version,
-        decision.as_of,
-        decision.event.replace("_", " "),
-        f" ({'; '.join(decision.reasons)})." if decision.reasons else ".",
-    )
+    log.info("Model %s version %s on %s: %s", model_name, decision.model_version, decision.as_of, decision.summary())
     return event_id

@@ -26,7 +26,8 @@
 #   macro-F1) is computed for every monitored window whose labels have **all** arrived by the simulated
 #   date `as_of`, from those labels only; for the window just ended that is usually weeks later.
 # * **Should the model be retrained?** Yes when the mean KSI PR-AUC of the last labelled windows falls
-#   below a fraction of the champion's test score, or when too many features drifted in this window.
+#   below a fraction of the champion's test score, or when too many features drifted in this window
+#   and it held enough collisions (`min_drift_rows`) for that drift not to be chance.
 #
 # Every number goes to PostgreSQL (`monitoring_metrics`; the decision to `model_events`), and the
 # dashboard `REPORTS_DIR/dashboard.html` is rebuilt from those tables. Running the notebook again with
@@ -43,6 +44,7 @@ database_url = None  # None: DATABASE_URL
 reports_dir = None  # None: REPORTS_DIR
 lake_uri = None  # None: LAKE_URI
 drift_share_threshold = 0.2  # retrain when this share of the features drifted in the window
+min_drift_rows = 300  # ... and the window held at least this many collisions (fewer drift by chance)
 quality_windows = 4  # labelled windows averaged for the quality rule
 quality_fraction = 0.8  # retrain when their mean KSI PR-AUC < this x the champion's test KSI PR-AUC
 
@@ -77,7 +79,7 @@ delay = settings.label_delay_days if label_delay_days is None else int(label_del
 database_url = database_url or settings.database_url
 reports = Path(reports_dir) if reports_dir else settings.reports_dir
 model_name = model_name or settings.model_name
-policy = monitor.RetrainingPolicy(quality_windows, quality_fraction, drift_share_threshold)
+policy = monitor.RetrainingPolicy(quality_windows, quality_fraction, drift_share_threshold, min_drift_rows)
 lake = open_lake(settings, lake_uri)
 
 
@@ -201,22 +203,9 @@ with session(database_url) as conn:
     monitor.record_decision(conn, decision, model_name)
     dashboard = write_dashboard(conn, reports, champion_scores, policy.drift_share_threshold)
 
-if decision.recommended:
-    verdict = "**Retraining recommended**: " + "; ".join(decision.reasons) + "."
-elif decision.mean_pr_auc is not None and decision.quality_floor is not None:
-    verdict = (
-        f"**No retraining needed**: mean KSI PR-AUC {decision.mean_pr_auc:.3f} over the last "
-        f"{len(decision.recent_pr_aucs)} labelled window(s) is above the floor {decision.quality_floor:.3f}, and "
-        f"{drift.share_drifted_features:.0%} of the features drifted (threshold {policy.drift_share_threshold:.0%})."
-    )
-else:
-    verdict = (
-        f"**No retraining needed**: no labelled window to judge quality by yet, and {drift.share_drifted_features:.0%} "
-        f"of the features drifted (threshold {policy.drift_share_threshold:.0%})."
-    )
 display(
     Markdown(
-        f"{verdict}\n\nDashboard: [{dashboard.name}]({dashboard.resolve().as_uri()}). "
+        f"**{decision.summary()}**\n\nDashboard: [{dashboard.name}]({dashboard.resolve().as_uri()}). "
         f"The notebook took {time.monotonic() - started:.1f} s."
     )
 )

@@ -102,7 +102,8 @@ def test_drift_is_found_in_the_shifted_window_and_not_in_the_others(synthetic_cu
 
     shifted, decision, report = results.pop(SHIFT_START)
     assert shifted.share_drifted_features > policy.drift_share_threshold and decision.recommended
-    assert decision.drift_share == shifted.share_drifted_features
+    assert decision.drift_share == shifted.share_drifted_features and decision.drift_rows == shifted.rows
+    assert shifted.rows >= policy.min_drift_rows
     drifted = {name for name, flag in shifted.feature_drifted.items() if flag}
     assert {"speed_limit", "urban_or_rural_area", "light_conditions", "hour"} <= drifted
     assert shifted.p_ksi_drifted
@@ -177,26 +178,63 @@ def test_a_window_with_one_class_gets_undefined_metrics_not_a_crash():
 
 
 @pytest.mark.parametrize(
-    ("pr_aucs", "drift_share", "champion", "recommended"),
+    ("pr_aucs", "drift_share", "drift_rows", "champion", "recommended"),
     [
-        ([0.50, 0.52, 0.49], 0.1, 0.55, False),  # quality holds, little drift
-        ([0.30, 0.35, 0.40, 0.60], 0.1, 0.55, True),  # mean 0.41 over 4 windows < 0.8 x 0.55 = 0.44
-        ([0.50], 0.6, 0.55, True),  # drift alone
-        ([], None, 0.55, False),  # nothing known yet
-        ([0.10], 0.1, None, False),  # no champion score to compare with
+        ([0.50, 0.52, 0.49], 0.1, 2_000, 0.55, False),  # quality holds, little drift
+        ([0.30, 0.35, 0.40, 0.60], 0.1, 2_000, 0.55, True),  # mean 0.41 over 4 windows < 0.8 x 0.55 = 0.44
+        ([0.50], 0.6, 2_000, 0.55, True),  # drift alone
+        ([0.50], 0.6, 299, 0.55, False),  # the same drift in too small a window
+        ([0.30], 0.6, 14, 0.55, True),  # quality still counts when the window is small
+        ([], None, None, 0.55, False),  # nothing known yet
+        ([0.10], 0.1, 2_000, None, False),  # no champion score to compare with
     ],
 )
-def test_retraining_is_recommended_on_low_quality_or_wide_drift(pr_aucs, drift_share, champion, recommended):
-    policy = monitor.RetrainingPolicy(quality_windows=4, quality_fraction=0.8, drift_share_threshold=0.5)
-    decision = monitor.decide_retraining("7", date(2024, 5, 1), pr_aucs, drift_share, champion, policy)
+def test_retraining_is_recommended_on_low_quality_or_wide_drift(
+    pr_aucs, drift_share, drift_rows, champion, recommended
+):
+    policy = monitor.RetrainingPolicy(4, quality_fraction=0.8, drift_share_threshold=0.5, min_drift_rows=300)
+    decision = monitor.decide_retraining("7", date(2024, 5, 1), pr_aucs, drift_share, drift_rows, champion, policy)
     assert decision.recommended is recommended
     assert len(decision.reasons) == (1 if recommended else 0)
+    assert decision.summary().startswith("Retraining recommended" if recommended else "No retraining needed")
     json.dumps(decision.details())
+
+
+def test_the_decision_says_when_a_window_was_too_small_for_its_drift_to_count():
+    decision = monitor.decide_retraining("7", date(2024, 5, 1), [], 0.79, 14, 0.55)
+    assert not decision.recommended and decision.drift_too_small
+    assert "14 collisions are fewer than the 300" in decision.summary()
+
+
+def test_small_windows_drift_by_chance_and_windows_of_the_minimum_size_do_not(synthetic_curated):
+    """The default minimum window size is where chance stops looking like drift: unshifted windows
+    of 50 collisions drift more than the threshold, windows of `min_drift_rows` stay well below it."""
+    training = synthetic_curated[synthetic_curated["collision_year"] == 2023]
+    model = make_pipeline(StandardScaler(), LogisticRegression())
+    model.fit(training[FEATURE_COLUMNS].astype("float64").fillna(-1), training["ksi"])
+    reference = with_predictions(training.sample(5_000, random_state=0), model)
+    dates = synthetic_curated["date"]
+    unshifted = synthetic_curated[(dates >= "2024-04-01") & (dates <= "2024-12-31")]
+    policy = monitor.RetrainingPolicy()
+
+    def drift_shares(rows: int) -> list[float]:
+        return [
+            monitor.compute_drift(
+                with_predictions(unshifted.sample(rows, random_state=seed), model),
+                reference,
+                CATEGORICAL_FEATURES,
+                NUMERIC_FEATURES,
+            )[0].share_drifted_features
+            for seed in range(4)
+        ]
+
+    assert min(drift_shares(50)) > policy.drift_share_threshold
+    assert max(drift_shares(policy.min_drift_rows)) < policy.drift_share_threshold / 1.5
 
 
 def test_the_decision_averages_only_the_last_windows():
     policy = monitor.RetrainingPolicy(quality_windows=2, quality_fraction=0.8)
-    decision = monitor.decide_retraining("7", date(2024, 5, 1), [0.6, 0.6, 0.1, 0.1], 0.0, 0.6, policy)
+    decision = monitor.decide_retraining("7", date(2024, 5, 1), [0.6, 0.6, 0.1, 0.1], 0.0, 2_000, 0.6, policy)
     assert decision.mean_pr_auc == pytest.approx(0.6)
     assert not decision.recommended
 
@@ -291,8 +329,8 @@ def test_only_windows_whose_labels_have_all_arrived_get_quality_rows(database_ur
 
 def test_the_decision_is_recorded_once_per_simulated_day(database_url):
     version = "7"
-    low = monitor.decide_retraining(version, date(2024, 4, 1), [0.2, 0.25], 0.1, 0.5)
-    fine = monitor.decide_retraining(version, date(2024, 4, 1), [0.5, 0.5], 0.1, 0.5)
+    low = monitor.decide_retraining(version, date(2024, 4, 1), [0.2, 0.25], 0.1, 2_000, 0.5)
+    fine = monitor.decide_retraining(version, date(2024, 4, 1), [0.5, 0.5], 0.1, 2_000, 0.5)
     with db.session(database_url) as conn:
         monitor.record_decision(conn, low, "accident_severity")
         monitor.record_decision(conn, fine, "accident_severity")
