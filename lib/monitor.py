@@ -36,8 +36,8 @@ log = logging.getLogger(__name__)
 DEFAULT_DRIFT_SHARE = 0.2
 # The fewest collisions a window needs before its drift can call for retraining. Evidently's distance
 # tests do not allow for sample size, so small windows drift by chance alone: unshifted synthetic
-# windows drifted 79% of the features at 14 rows (a week of the Waltham Forest mirror), 7.5% on
-# average at 300 (at most 11% over 10 samples), 3.6% at 500 (tests/test_monitor.py pins both ends).
+# windows drift 79% of the features at 14 rows (a week of the Waltham Forest mirror), 30% at 100,
+# 7.5% at 300 (at most 11% over 10 samples): scripts/bench_drift_noise.py; tests/test_monitor.py pins it.
 DEFAULT_MIN_DRIFT_ROWS = 300
 # Metric families: each is replaced as a whole when a window is recomputed.
 DRIFT, QUALITY = "drift", "quality"
@@ -508,6 +508,7 @@ class RetrainingDecision:
         details["as_of"] = self.as_of.isoformat()
         details["reasons"] = list(self.reasons)
         details["recent_pr_aucs"] = list(self.recent_pr_aucs)
+        details["drift_too_small"] = self.drift_too_small
         return details
 
 

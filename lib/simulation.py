@@ -247,6 +247,7 @@ class TickReport:
     alerts: int = 0
     windows: list[tuple[date, date]] = field(default_factory=list)
     drift_share: float | None = None
+    drift_too_small: bool = False  # too few collisions in the window for its drift to count
     quality: list[tuple[date, float | None]] = field(default_factory=list)  # (window end, KSI PR-AUC)
     retraining: list[str] = field(default_factory=list)
     days_behind: int | None = None
@@ -263,7 +264,10 @@ class TickReport:
             parts.append(f"scored {span}: {self.collisions:,} collisions, {self.alerts:,} KSI alerts")
         if self.windows:
             first, last = self.windows[0][0], self.windows[-1][1]
-            drift = f", {self.drift_share:.0%} of features drifted in the last" if self.drift_share is not None else ""
+            drift = ""
+            if self.drift_share is not None:
+                drift = f", {self.drift_share:.0%} of features drifted in the last"
+                drift += " (too few collisions for that to count)" if self.drift_too_small else ""
             parts.append(f"monitored {len(self.windows)} window(s) {first}..{last}{drift}")
         if self.quality:
             window_end, pr_auc = self.quality[-1]
@@ -455,6 +459,7 @@ class Runner:
         if point.new_window:
             report.windows.append(point.window)
             report.drift_share = drift[0]["value"] if drift else None
+            report.drift_too_small = bool(decision) and decision[0]["details"].get("drift_too_small", False)
         report.quality.extend((row["window_end"], row["value"]) for row in arrived)
         recommended = bool(decision) and decision[0]["event"] == "retraining_recommended"
         if recommended and self._retrain(as_of, decision[0], done, report):

@@ -38,6 +38,7 @@ START = date(2023, 1, 1)
 DAYS = 10
 WINDOW_DAYS, LABEL_DELAY_DAYS = 5, 3
 # The second window is flooded with rural 60 mph collisions at night: monitoring recommends retraining.
+# 30,000 collisions a year put about 400 in each window, above the size below which drift does not count.
 SHIFT = synth.Shift(date(2023, 1, 6), date(2023, 1, 10), fraction=0.8)
 SIMULATE = ROOT / "scripts" / "simulate.py"
 # Runs simulate.py, but kills its own process right after the named notebook succeeded, before the
@@ -76,7 +77,7 @@ class World:
 def world(settings, tmp_path_factory) -> World:
     """Synthetic 2020-2023 in a private lake prefix and a champion trained on 2020-2022."""
     folder = tmp_path_factory.mktemp("simulation-synthetic")
-    base_url = scenario.write_synthetic_mirror(folder, YEARS, 6000, seed=3, shift=SHIFT)
+    base_url = scenario.write_synthetic_mirror(folder, YEARS, 30_000, seed=3, shift=SHIFT)
     suffix = uuid.uuid4().hex[:6]
     own = load_settings(
         {
