@@ -41,12 +41,12 @@ class LakeError(RuntimeError):
     """The lake cannot be reached or used; the message names the endpoint, bucket or key."""
 
 
-def s3_client(settings: Settings, timeout: float = 30) -> Minio:
+def s3_client(settings: Settings, timeout: float = 30, retries: int = 1) -> Minio:
     """A minio client for S3_ENDPOINT_URL that fails fast instead of retrying for minutes."""
     endpoint = urlparse(settings.s3_endpoint_url)
     http = urllib3.PoolManager(
         timeout=urllib3.Timeout(connect=min(timeout, 5), read=timeout),
-        retries=urllib3.Retry(total=1, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504)),
+        retries=urllib3.Retry(total=retries, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504)),
     )
     return Minio(endpoint.netloc, access_key=settings.aws_access_key_id,
                  secret_key=settings.aws_secret_access_key, secure=endpoint.scheme == "https", http_client=http)

@@ -373,7 +373,7 @@ class ObjectStore(Service):
 
         from lib.lake import s3_client
 
-        client = s3_client(self.settings, timeout=2)
+        client = s3_client(self.settings, timeout=2, retries=0)  # polled: a retry would only log a warning
         try:
             if self.bucket and not client.bucket_exists(self.bucket):
                 return False, f"bucket {self.bucket} does not exist yet"
@@ -381,7 +381,7 @@ class ObjectStore(Service):
         except S3Error as error:
             return False, f"{error.code}: {error.message}"
         except Exception as error:  # connection refused, timeouts: not up (yet)
-            return False, type(error).__name__
+            return False, type(getattr(error, "reason", None) or error).__name__
 
 
 class Mlflow(Service):
