@@ -13,8 +13,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+import tempfile
 from dataclasses import dataclass
-from urllib.parse import quote, urlencode
+from pathlib import Path
+from urllib.parse import quote, urlencode, urlparse
 
 import pandas as pd
 import urllib3
@@ -35,8 +37,6 @@ class ModelRunError(RuntimeError):
 
 @dataclass(frozen=True)
 class ModelRun:
-    model_name: str
-    version: str
     run_id: str
     metrics: dict[str, float]  # the latest value of each metric of the run
     reference: pd.DataFrame
@@ -45,23 +45,44 @@ class ModelRun:
 def load_model_run(tracking_uri: str, model_name: str, version: str | int) -> ModelRun:
     """Version `version` of the registered model `model_name`: its run's id, metrics and reference sample."""
     server = tracking_uri.rstrip("/")
-    version = str(version)
-    query = {"name": model_name, "version": version}
-    run_id = _get_json(server, "/api/2.0/mlflow/model-versions/get", query)["model_version"].get("run_id")
+    query = {"name": model_name, "version": str(version)}
+    run_id = _get(server, "/api/2.0/mlflow/model-versions/get", query)["model_version"].get("run_id")
     if not run_id:
         raise ModelRunError(f"version {version} of model {model_name!r} on {server} was not registered from a run")
-    run = _get_json(server, "/api/2.0/mlflow/runs/get", {"run_id": run_id})["run"]
+    run = _get(server, "/api/2.0/mlflow/runs/get", {"run_id": run_id})["run"]
     metrics = {metric["key"]: float(metric["value"]) for metric in run["data"].get("metrics", [])}
-    reference = pd.read_parquet(io.BytesIO(_reference_bytes(server, run["info"]["artifact_uri"])))
-    return ModelRun(model_name, version, run_id, metrics, reference)
+    artifact_uri = run["info"]["artifact_uri"]
+    if artifact_uri.startswith(PROXIED_SCHEME):
+        reference_bytes = _get(proxied_url(server, artifact_uri, REFERENCE_ARTIFACT), json_body=False)
+    else:
+        log.info("The tracking server does not proxy %s; fetching the reference with MLflow's client.", artifact_uri)
+        reference_bytes = _reference_bytes_with_mlflow(server, artifact_uri)
+    return ModelRun(run_id, metrics, pd.read_parquet(io.BytesIO(reference_bytes)))
 
 
-def _get_json(server: str, route: str, query: dict[str, str]) -> dict:
-    url = f"{server}{route}?{urlencode(query)}"
-    response = _http.request("GET", url)
+def proxied_url(server: str, artifact_uri: str, path: str) -> str:
+    """The HTTP address of `path` under an `mlflow-artifacts:` URI, as MLflow's client resolves it: the
+    URI's host if it names one, else the tracking server; the URI's path below the proxy route."""
+    parsed = urlparse(artifact_uri)
+    base = f"{urlparse(server).scheme}://{parsed.netloc}" if parsed.netloc else server
+    return f"{base}{PROXY_ROUTE}{quote(parsed.path.strip('/'))}/{path}"
+
+
+def _get(server_or_url: str, route: str = "", query: dict[str, str] | None = None, json_body: bool = True):
+    """GET a REST route (its JSON) or an artifact (its bytes); any failure is a ModelRunError naming the URL."""
+    url = f"{server_or_url}{route}" + (f"?{urlencode(query)}" if query else "")
+    try:
+        response = _http.request("GET", url)
+    except urllib3.exceptions.HTTPError as error:
+        raise ModelRunError(f"GET {url} failed: {error}") from error
     if response.status != 200:
         raise ModelRunError(f"GET {url} answered {response.status}: {_error_message(response.data)}")
-    return json.loads(response.data)
+    if not json_body:
+        return response.data
+    try:
+        return json.loads(response.data)
+    except ValueError as error:
+        raise ModelRunError(f"GET {url} answered with something other than JSON: {response.data[:200]!r}") from error
 
 
 def _error_message(body: bytes) -> str:
@@ -71,29 +92,9 @@ def _error_message(body: bytes) -> str:
         return body[:200].decode(errors="replace")
 
 
-def _reference_bytes(server: str, artifact_uri: str) -> bytes:
-    """The reference parquet of the run whose artifacts live at `artifact_uri`."""
-    if not artifact_uri.startswith(PROXIED_SCHEME):
-        log.info("The tracking server does not proxy %s; fetching the reference with MLflow's client.", artifact_uri)
-        return _reference_bytes_with_mlflow(server, artifact_uri)
-    # mlflow-artifacts:/<experiment>/<run>/artifacts or mlflow-artifacts://<host>/<experiment>/...:
-    # the server keeps the part after the authority under its artifacts destination.
-    path = artifact_uri.removeprefix(PROXIED_SCHEME).lstrip("/")
-    if artifact_uri.startswith(PROXIED_SCHEME + "//"):
-        path = path.split("/", 1)[1]
-    url = f"{server}{PROXY_ROUTE}{quote(path)}/{REFERENCE_ARTIFACT}"
-    response = _http.request("GET", url)
-    if response.status != 200:
-        raise ModelRunError(
-            f"the run's reference sample {REFERENCE_ARTIFACT} could not be read from {url} "
-            f"({response.status}: {_error_message(response.data)}); was the model logged by 02_train?"
-        )
-    return response.data
-
-
 def _reference_bytes_with_mlflow(server: str, artifact_uri: str) -> bytes:
     from mlflow.artifacts import download_artifacts  # 0.8 s to import: only for unproxied artifact stores
 
-    path = download_artifacts(artifact_uri=f"{artifact_uri}/{REFERENCE_ARTIFACT}", tracking_uri=server)
-    with open(path, "rb") as file:
-        return file.read()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = download_artifacts(f"{artifact_uri}/{REFERENCE_ARTIFACT}", dst_path=tmp, tracking_uri=server)
+        return Path(path).read_bytes()

@@ -451,6 +451,10 @@ class RetrainingPolicy:
     drift_share_threshold: float = DEFAULT_DRIFT_SHARE  # share of drifted features in the latest window
     min_drift_rows: int = DEFAULT_MIN_DRIFT_ROWS  # smaller windows: drift is reported, not acted on
 
+    def too_small_for_drift(self, rows: int | None) -> bool:
+        """A window of `rows` collisions is too small for its drift to count (None: size unknown, it counts)."""
+        return rows is not None and rows < self.min_drift_rows
+
 
 @dataclass(frozen=True)
 class RetrainingDecision:
@@ -471,19 +475,21 @@ class RetrainingDecision:
     @property
     def drift_too_small(self) -> bool:
         """The latest window had too few collisions for its drift to count."""
-        return self.drift_rows is not None and self.drift_rows < self.policy.min_drift_rows
+        return self.policy.too_small_for_drift(self.drift_rows)
 
     def summary(self) -> str:
         """The decision and the numbers that made it, in a sentence."""
         if self.recommended:
             return "Retraining recommended: " + "; ".join(self.reasons) + "."
-        if self.mean_pr_auc is not None and self.quality_floor is not None:
+        if self.mean_pr_auc is None:
+            quality = "no labelled window to judge quality by yet"
+        elif self.quality_floor is None:
+            quality = f"the model's run has no test KSI PR-AUC to compare the mean {self.mean_pr_auc:.3f} with"
+        else:
             quality = (
                 f"mean KSI PR-AUC {self.mean_pr_auc:.3f} over the last {len(self.recent_pr_aucs)} labelled "
                 f"window(s) is above the floor {self.quality_floor:.3f}"
             )
-        else:
-            quality = "no labelled window to judge quality by yet"
         if self.drift_share is None:
             drift = "no window monitored for drift yet"
         elif self.drift_too_small:
@@ -517,6 +523,7 @@ def decide_retraining(
     as_of: date,
     recent_pr_aucs: Sequence[float],
     drift_share: float | None,
+    *,
     drift_rows: int | None,
     champion_pr_auc: float | None,
     policy: RetrainingPolicy = RetrainingPolicy(),
@@ -524,7 +531,8 @@ def decide_retraining(
     """Recommend retraining when recent labelled quality falls below the floor or drift is wide.
 
     Quality counts only when there is at least one labelled window and a champion score to compare
-    with; drift only when a window of at least `policy.min_drift_rows` collisions has been monitored.
+    with; drift only when a window has been monitored, and not when it held fewer than
+    `policy.min_drift_rows` collisions.
     """
     recent = tuple(float(v) for v in recent_pr_aucs[: policy.quality_windows])
     mean_pr_auc = float(np.mean(recent)) if recent else None
@@ -535,8 +543,8 @@ def decide_retraining(
             f"mean KSI PR-AUC {mean_pr_auc:.3f} over the last {len(recent)} labelled window(s) is below "
             f"{policy.quality_fraction:g} x the champion's test score {champion_pr_auc:.3f} = {floor:.3f}"
         )
-    enough_rows = drift_rows is not None and drift_rows >= policy.min_drift_rows
-    if drift_share is not None and enough_rows and drift_share >= policy.drift_share_threshold:
+    counts = drift_share is not None and not policy.too_small_for_drift(drift_rows)
+    if counts and drift_share >= policy.drift_share_threshold:
         reasons.append(
             f"{drift_share:.0%} of the features drifted in the latest window "
             f"(threshold {policy.drift_share_threshold:.0%})"
@@ -582,7 +590,13 @@ def decide_from_metrics(
     latest = drift[0] if drift else {"share": None, "rows": None}
     rows = int(latest["rows"]) if latest["rows"] is not None else None
     return decide_retraining(
-        model_version, as_of, [row["value"] for row in quality], latest["share"], rows, champion_pr_auc, policy
+        model_version,
+        as_of,
+        [row["value"] for row in quality],
+        latest["share"],
+        drift_rows=rows,
+        champion_pr_auc=champion_pr_auc,
+        policy=policy,
     )
 
 

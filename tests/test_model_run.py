@@ -12,7 +12,7 @@ import pytest
 from lib import model as severity_model
 from lib import stats19, synth
 from lib.features import build_curated
-from lib.model_run import ModelRunError, load_model_run
+from lib.model_run import ModelRunError, load_model_run, proxied_url
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +40,13 @@ def register(settings, curated: pd.DataFrame, artifact_location: str | None = No
     return name, str(version), reference
 
 
-def test_a_version_s_run_metrics_and_reference_match_mlflow_s_client(settings, curated):
+def test_a_version_s_run_metrics_and_reference_match_mlflow_s_client(settings, curated, caplog):
     name, version, logged = register(settings, curated)
 
-    run = load_model_run(settings.mlflow_tracking_uri, name, version)
+    with caplog.at_level(logging.INFO, logger="lib.model_run"):
+        run = load_model_run(settings.mlflow_tracking_uri, name, version)
+
+    assert "does not proxy" not in caplog.text  # read over REST, not with MLflow's client
 
     client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
     assert run.run_id == mlflow.models.get_model_info(f"models:/{name}/{version}").run_id
@@ -69,3 +72,30 @@ def test_an_unknown_version_is_named_in_the_error(settings, curated):
     name, _, _ = register(settings, curated)
     with pytest.raises(ModelRunError, match=rf"name={name}&version=7.*404"):
         load_model_run(settings.mlflow_tracking_uri, name, 7)
+
+
+@pytest.mark.parametrize(
+    ("artifact_uri", "expected"),
+    [
+        (
+            "mlflow-artifacts:/3/abc/artifacts",
+            "http://tracker:5000/api/2.0/mlflow-artifacts/artifacts/3/abc/artifacts/x.parquet",
+        ),
+        (
+            "mlflow-artifacts:///3/abc/artifacts",
+            "http://tracker:5000/api/2.0/mlflow-artifacts/artifacts/3/abc/artifacts/x.parquet",
+        ),
+        (
+            "mlflow-artifacts://other:8080/3/abc/artifacts",
+            "http://other:8080/api/2.0/mlflow-artifacts/artifacts/3/abc/artifacts/x.parquet",
+        ),
+    ],
+)
+def test_proxied_artifacts_resolve_like_mlflow_s_client(artifact_uri, expected):
+    """MLflow uses the URI's host when it names one, else the tracking server."""
+    assert proxied_url("http://tracker:5000", artifact_uri, "x.parquet") == expected
+
+
+def test_an_unreachable_server_is_named_in_the_error():
+    with pytest.raises(ModelRunError, match=r"GET http://127\.0\.0\.1:9/api/2\.0/mlflow/model-versions/get.*failed"):
+        load_model_run("http://127.0.0.1:9", "any", 1)

@@ -185,6 +185,7 @@ def test_a_window_with_one_class_gets_undefined_metrics_not_a_crash():
         ([0.50], 0.6, 2_000, 0.55, True),  # drift alone
         ([0.50], 0.6, 299, 0.55, False),  # the same drift in too small a window
         ([0.30], 0.6, 14, 0.55, True),  # quality still counts when the window is small
+        ([0.50], 0.6, None, 0.55, True),  # drift of a window of unknown size counts
         ([], None, None, 0.55, False),  # nothing known yet
         ([0.10], 0.1, 2_000, None, False),  # no champion score to compare with
     ],
@@ -193,7 +194,9 @@ def test_retraining_is_recommended_on_low_quality_or_wide_drift(
     pr_aucs, drift_share, drift_rows, champion, recommended
 ):
     policy = monitor.RetrainingPolicy(4, quality_fraction=0.8, drift_share_threshold=0.5, min_drift_rows=300)
-    decision = monitor.decide_retraining("7", date(2024, 5, 1), pr_aucs, drift_share, drift_rows, champion, policy)
+    decision = monitor.decide_retraining(
+        "7", date(2024, 5, 1), pr_aucs, drift_share, drift_rows=drift_rows, champion_pr_auc=champion, policy=policy
+    )
     assert decision.recommended is recommended
     assert len(decision.reasons) == (1 if recommended else 0)
     assert decision.summary().startswith("Retraining recommended" if recommended else "No retraining needed")
@@ -201,7 +204,7 @@ def test_retraining_is_recommended_on_low_quality_or_wide_drift(
 
 
 def test_the_decision_says_when_a_window_was_too_small_for_its_drift_to_count():
-    decision = monitor.decide_retraining("7", date(2024, 5, 1), [], 0.79, 14, 0.55)
+    decision = monitor.decide_retraining("7", date(2024, 5, 1), [], 0.79, drift_rows=14, champion_pr_auc=0.55)
     assert not decision.recommended and decision.drift_too_small
     assert "14 collisions are fewer than the 300" in decision.summary()
 
@@ -234,7 +237,9 @@ def test_small_windows_drift_by_chance_and_windows_of_the_minimum_size_do_not(sy
 
 def test_the_decision_averages_only_the_last_windows():
     policy = monitor.RetrainingPolicy(quality_windows=2, quality_fraction=0.8)
-    decision = monitor.decide_retraining("7", date(2024, 5, 1), [0.6, 0.6, 0.1, 0.1], 0.0, 2_000, 0.6, policy)
+    decision = monitor.decide_retraining(
+        "7", date(2024, 5, 1), [0.6, 0.6, 0.1, 0.1], 0.0, drift_rows=2_000, champion_pr_auc=0.6, policy=policy
+    )
     assert decision.mean_pr_auc == pytest.approx(0.6)
     assert not decision.recommended
 
@@ -329,8 +334,8 @@ def test_only_windows_whose_labels_have_all_arrived_get_quality_rows(database_ur
 
 def test_the_decision_is_recorded_once_per_simulated_day(database_url):
     version = "7"
-    low = monitor.decide_retraining(version, date(2024, 4, 1), [0.2, 0.25], 0.1, 2_000, 0.5)
-    fine = monitor.decide_retraining(version, date(2024, 4, 1), [0.5, 0.5], 0.1, 2_000, 0.5)
+    low = monitor.decide_retraining(version, date(2024, 4, 1), [0.2, 0.25], 0.1, drift_rows=2_000, champion_pr_auc=0.5)
+    fine = monitor.decide_retraining(version, date(2024, 4, 1), [0.5, 0.5], 0.1, drift_rows=2_000, champion_pr_auc=0.5)
     with db.session(database_url) as conn:
         monitor.record_decision(conn, low, "accident_severity")
         monitor.record_decision(conn, fine, "accident_severity")
