@@ -20,7 +20,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from lib.db import fetch_dicts
-from lib.monitor import DRIFT_SHARE_METRIC, PR_AUC_METRIC, ROC_AUC_METRIC
+from lib.monitor import DRIFT_WINDOWS_SQL, PR_AUC_METRIC, ROC_AUC_METRIC, RetrainingPolicy
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +43,8 @@ ORDER BY min(collision_date), model_version
 """
 
 DRIFT_SHARE_SQL = f"""
-SELECT window_end AS time, window_start, model_version, value AS share_drifted_features
-FROM monitoring_metrics
-WHERE metric = '{DRIFT_SHARE_METRIC}'
+SELECT window_end AS time, window_start, model_version, share_drifted_features, rows
+FROM ({DRIFT_WINDOWS_SQL}) d
 ORDER BY window_end, model_version
 """
 
@@ -109,8 +108,9 @@ def _window_hover(frame: pd.DataFrame) -> list[str]:
     ]
 
 
-def dashboard_figure(data: DashboardData, drift_share_threshold: float | None = None) -> go.Figure:
-    """Four stacked panels on one date axis; model version changes drawn across all of them."""
+def dashboard_figure(data: DashboardData, policy: RetrainingPolicy | None = None) -> go.Figure:
+    """Four stacked panels on one date axis; model version changes drawn across all of them. With
+    `policy`, the drift panel shows its retraining threshold and circles the windows too small to count."""
     figure = make_subplots(
         rows=4,
         cols=1,
@@ -134,20 +134,39 @@ def dashboard_figure(data: DashboardData, drift_share_threshold: float | None = 
         )
     drift = data.drift_share
     if not drift.empty:
+        rows = [None if pd.isna(r) else int(r) for r in drift["rows"]]
+        hover = [
+            f"{window}, {count:,} collisions" if count is not None else window
+            for window, count in zip(_window_hover(drift), rows, strict=True)
+        ]
         figure.add_trace(
             go.Scatter(
                 x=drift["time"],
                 y=drift["share_drifted_features"],
                 mode="lines+markers",
                 name="share of drifted features",
-                text=_window_hover(drift),
+                text=hover,
             ),
             row=3,
             col=1,
         )
-        if drift_share_threshold is not None:
+        if policy is not None:
+            small = drift[[policy.too_small_for_drift(count) for count in rows]]
+            if not small.empty:
+                figure.add_trace(
+                    go.Scatter(
+                        x=small["time"],
+                        y=small["share_drifted_features"],
+                        mode="markers",
+                        marker={"symbol": "circle-open", "size": 14, "color": "grey"},
+                        name=f"window under {policy.min_drift_rows} collisions: its drift does not count",
+                        hoverinfo="skip",
+                    ),
+                    row=3,
+                    col=1,
+                )
             figure.add_hline(
-                y=drift_share_threshold,
+                y=policy.drift_share_threshold,
                 line_dash="dash",
                 line_color="firebrick",
                 row=3,
@@ -198,11 +217,11 @@ def write_dashboard(
     conn,
     reports_dir: Path,
     champion_scores: Mapping[str, float] | None = None,
-    drift_share_threshold: float | None = None,
+    policy: RetrainingPolicy | None = None,
 ) -> Path:
     """Rebuild `reports_dir/dashboard.html` from the tables; it embeds plotly.js and opens offline."""
     reports_dir = Path(reports_dir)
-    figure = dashboard_figure(load_dashboard_data(conn, champion_scores), drift_share_threshold)
+    figure = dashboard_figure(load_dashboard_data(conn, champion_scores), policy)
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     page = (
         "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>Accident severity forecast: monitoring</title>"

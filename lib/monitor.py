@@ -85,14 +85,22 @@ ORDER BY window_end DESC
 LIMIT %(limit)s
 """
 
-LATEST_DRIFT_SQL = """
-SELECT s.window_start, s.window_end, s.value AS share, r.value AS rows
+# Each monitored window's share of drifted features with the number of collisions it was computed on.
+DRIFT_WINDOWS_SQL = f"""
+SELECT s.window_start, s.window_end, s.model_version, s.known_at,
+       s.value AS share_drifted_features, r.value AS rows
 FROM monitoring_metrics s
 LEFT JOIN monitoring_metrics r
   ON r.window_start = s.window_start AND r.window_end = s.window_end
-  AND r.model_version = s.model_version AND r.metric = %(rows_metric)s
-WHERE s.model_version = %(model_version)s AND s.metric = %(share_metric)s AND s.known_at <= %(as_of)s
-ORDER BY s.window_end DESC
+  AND r.model_version = s.model_version AND r.metric = '{DRIFT_ROWS_METRIC}'
+WHERE s.metric = '{DRIFT_SHARE_METRIC}'
+"""
+
+LATEST_DRIFT_SQL = f"""
+SELECT share_drifted_features, rows
+FROM ({DRIFT_WINDOWS_SQL}) d
+WHERE model_version = %(model_version)s AND known_at <= %(as_of)s
+ORDER BY window_end DESC
 LIMIT 1
 """
 
@@ -577,23 +585,14 @@ def decide_from_metrics(
         RECENT_QUALITY_SQL,
         {"model_version": model_version, "metric": PR_AUC_METRIC, "as_of": as_of, "limit": policy.quality_windows},
     )
-    drift = fetch_dicts(
-        conn,
-        LATEST_DRIFT_SQL,
-        {
-            "model_version": model_version,
-            "share_metric": DRIFT_SHARE_METRIC,
-            "rows_metric": DRIFT_ROWS_METRIC,
-            "as_of": as_of,
-        },
-    )
-    latest = drift[0] if drift else {"share": None, "rows": None}
+    drift = fetch_dicts(conn, LATEST_DRIFT_SQL, {"model_version": model_version, "as_of": as_of})
+    latest = drift[0] if drift else {"share_drifted_features": None, "rows": None}
     rows = int(latest["rows"]) if latest["rows"] is not None else None
     return decide_retraining(
         model_version,
         as_of,
         [row["value"] for row in quality],
-        latest["share"],
+        latest["share_drifted_features"],
         drift_rows=rows,
         champion_pr_auc=champion_pr_auc,
         policy=policy,

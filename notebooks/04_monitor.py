@@ -201,7 +201,7 @@ champion_scores = {key: model_run.metrics[key] for key in CHAMPION_SERIES if key
 with session(database_url) as conn:
     decision = monitor.decide_from_metrics(conn, model_version, today, champion_scores.get("test_ksi_pr_auc"), policy)
     monitor.record_decision(conn, decision, model_name)
-    dashboard = write_dashboard(conn, reports, champion_scores, policy.drift_share_threshold)
+    dashboard = write_dashboard(conn, reports, champion_scores, policy)
 
 display(
     Markdown(

@@ -391,7 +391,10 @@ def test_dashboard_shows_the_series_from_the_tables(database_url, tmp_path):
             " predicted_severity, ksi_alert, alert_threshold) VALUES %s",
             rows,
         )
-        monitor.store_metrics(conn, days[0], days[6], "1", "drift", {monitor.DRIFT_SHARE_METRIC: 0.25}, days[6])
+        # The first week's 28 collisions are too few for its drift to count; the second week's 400 are not.
+        for first, last, version, share, collisions in ((0, 6, "1", 0.75, 28), (7, 13, "2", 0.1, 400)):
+            drift = {monitor.DRIFT_SHARE_METRIC: share, monitor.DRIFT_ROWS_METRIC: collisions}
+            monitor.store_metrics(conn, days[first], days[last], version, "drift", drift, days[last])
         monitor.store_metrics(
             conn,
             days[0],
@@ -406,7 +409,7 @@ def test_dashboard_shows_the_series_from_the_tables(database_url, tmp_path):
             " ('promoted', 'accident_severity', '1', %s)",
             (json.dumps({"primary_metric": "ksi_pr_auc", "score": 0.45, "version": "1"}),),
         )
-        path = write_dashboard(conn, tmp_path, drift_share_threshold=0.5)
+        path = write_dashboard(conn, tmp_path, policy=monitor.RetrainingPolicy(drift_share_threshold=0.5))
 
     page = path.read_text()
     data, layout = _figure(page)
@@ -426,6 +429,11 @@ def test_dashboard_shows_the_series_from_the_tables(database_url, tmp_path):
     alert_rate = traces["alert rate"]["y"]
     assert alert_rate[3] == pytest.approx(1 / 4)
     assert traces["KSI PR-AUC"]["y"] == [0.41] and traces["champion test PR-AUC"]["y"] == [0.45, 0.45]
+    drift = traces["share of drifted features"]
+    assert drift["y"] == [0.75, 0.1] and drift["text"][0] == "2031-01-01..2031-01-07, model 1, 28 collisions"
+    too_small = traces["window under 300 collisions: its drift does not count"]
+    assert too_small["x"] == ["2031-01-07"] and too_small["y"] == [0.75]
+    assert [line["y0"] for line in layout["shapes"] if line["y0"] == line["y1"]] == [0.5]  # the threshold
     # The change of model version is marked across the panels; the first version is no change.
     vertical = [shape["x0"] for shape in layout["shapes"] if shape["x0"] == shape["x1"]]
     assert vertical == ["2031-01-08"] * 4
