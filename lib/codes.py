@@ -23,7 +23,8 @@ import numpy as np
 
 MISSING = -1  # "Data missing or out of range" in every coded column
 
-# Drivers and casualties share the guide's age bands.
+# Label sets that the guide repeats for several columns (drivers and casualties, collisions and
+# casualties, a vehicle's direction from and to).
 AGE_BANDS = {
     1: "0 - 5",
     2: "6 - 10",
@@ -36,6 +37,67 @@ AGE_BANDS = {
     9: "56 - 65",
     10: "66 - 75",
     11: "Over 75",
+    -1: "Data missing or out of range",
+}
+
+# Collisions and casualties share the guide's severity codes.
+SEVERITIES = {
+    1: "Fatal",
+    2: "Serious",
+    3: "Slight",
+}
+
+# ... and its enhanced severity codes (from injury-based reporting).
+ENHANCED_SEVERITIES = {
+    1: "Fatal",
+    3: "Slight",
+    5: "Very Serious",
+    6: "Moderately Serious",
+    7: "Less Serious",
+    -1: "Data missing or out of range",
+}
+
+# Whether a severity came from injury-based reporting or the reporting officer's judgement.
+INJURY_BASED = {
+    0: "Based on severity reporting",
+    1: "Based on Injury code reporting",
+}
+
+# A vehicle's direction of travel, from and to.
+DIRECTIONS = {
+    0: "Parked",
+    1: "North",
+    2: "North East",
+    3: "East",
+    4: "South East",
+    5: "South",
+    6: "South West",
+    7: "West",
+    8: "North West",
+    9: "unknown (self reported)",
+    -1: "Data missing or out of range",
+}
+
+# Drivers' and casualties' home deprivation deciles.
+IMD_DECILES = {
+    1: "Most deprived 10%",
+    2: "More deprived 10-20%",
+    3: "More deprived 20-30%",
+    4: "More deprived 30-40%",
+    5: "More deprived 40-50%",
+    6: "Less deprived 40-50%",
+    7: "Less deprived 30-40%",
+    8: "Less deprived 20-30%",
+    9: "Less deprived 10-20%",
+    10: "Least deprived 10%",
+    -1: "Data missing or out of range",
+}
+
+# Drivers' and casualties' home area types.
+HOME_AREA_TYPES = {
+    1: "Urban area",
+    2: "Small town",
+    3: "Rural",
     -1: "Data missing or out of range",
 }
 
@@ -94,19 +156,8 @@ LABELS: dict[str, dict[int, str]] = {
         98: "Dumfries and Galloway",
         99: "Police Scotland",
     },
-    "collision_severity": {
-        1: "Fatal",
-        2: "Serious",
-        3: "Slight",
-    },
-    "enhanced_severity_collision": {
-        1: "Fatal",
-        3: "Slight",
-        5: "Very Serious",
-        6: "Moderately Serious",
-        7: "Less Serious",
-        -1: "Data missing or out of range",
-    },
+    "collision_severity": SEVERITIES,
+    "enhanced_severity_collision": ENHANCED_SEVERITIES,
     "day_of_week": {
         1: "Sunday",
         2: "Monday",
@@ -295,10 +346,7 @@ LABELS: dict[str, dict[int, str]] = {
         2: "Non-trunk",
         -1: "Data missing or out of range",
     },
-    "collision_injury_based": {
-        0: "Based on severity reporting",
-        1: "Based on Injury code reporting",
-    },
+    "collision_injury_based": INJURY_BASED,
     "vehicle_type": {
         1: "Pedal cycle",
         2: "Motorcycle 50cc and under",
@@ -384,32 +432,8 @@ LABELS: dict[str, dict[int, str]] = {
         99: "unknown (self reported)",
         -1: "Data missing or out of range",
     },
-    "vehicle_direction_from": {
-        0: "Parked",
-        1: "North",
-        2: "North East",
-        3: "East",
-        4: "South East",
-        5: "South",
-        6: "South West",
-        7: "West",
-        8: "North West",
-        9: "unknown (self reported)",
-        -1: "Data missing or out of range",
-    },
-    "vehicle_direction_to": {
-        0: "Parked",
-        1: "North",
-        2: "North East",
-        3: "East",
-        4: "South East",
-        5: "South",
-        6: "South West",
-        7: "West",
-        8: "North West",
-        9: "unknown (self reported)",
-        -1: "Data missing or out of range",
-    },
+    "vehicle_direction_from": DIRECTIONS,
+    "vehicle_direction_to": DIRECTIONS,
     "vehicle_location_restricted_lane_historic": {
         0: "On main c'way - not in restricted lane",
         1: "Tram/Light rail track",
@@ -560,19 +584,7 @@ LABELS: dict[str, dict[int, str]] = {
         12: "Electric diesel",
         -1: "Undefined",
     },
-    "driver_imd_decile": {
-        1: "Most deprived 10%",
-        2: "More deprived 10-20%",
-        3: "More deprived 20-30%",
-        4: "More deprived 30-40%",
-        5: "More deprived 40-50%",
-        6: "Less deprived 40-50%",
-        7: "Less deprived 30-40%",
-        8: "Less deprived 20-30%",
-        9: "Less deprived 10-20%",
-        10: "Least deprived 10%",
-        -1: "Data missing or out of range",
-    },
+    "driver_imd_decile": IMD_DECILES,
     "escooter_flag": {
         0: "Vehicle was not an e-scooter",
         1: "Vehicle was an e-scooter",
@@ -597,19 +609,8 @@ LABELS: dict[str, dict[int, str]] = {
         -1: "Data missing or out of range",
     },
     "age_band_of_casualty": AGE_BANDS,
-    "casualty_severity": {
-        1: "Fatal",
-        2: "Serious",
-        3: "Slight",
-    },
-    "enhanced_casualty_severity": {
-        1: "Fatal",
-        3: "Slight",
-        5: "Very Serious",
-        6: "Moderately Serious",
-        7: "Less Serious",
-        -1: "Data missing or out of range",
-    },
+    "casualty_severity": SEVERITIES,
+    "enhanced_casualty_severity": ENHANCED_SEVERITIES,
     "pedestrian_location": {
         0: "Not a Pedestrian",
         1: "Crossing on pedestrian crossing facility",
@@ -693,23 +694,8 @@ LABELS: dict[str, dict[int, str]] = {
         113: "Goods over 3.5 tonnes (1979-1998)",
         -1: "Data missing or out of range",
     },
-    "casualty_imd_decile": {
-        1: "Most deprived 10%",
-        2: "More deprived 10-20%",
-        3: "More deprived 20-30%",
-        4: "More deprived 30-40%",
-        5: "More deprived 40-50%",
-        6: "Less deprived 40-50%",
-        7: "Less deprived 30-40%",
-        8: "Less deprived 20-30%",
-        9: "Less deprived 10-20%",
-        10: "Least deprived 10%",
-        -1: "Data missing or out of range",
-    },
-    "casualty_injury_based": {
-        0: "Based on severity reporting",
-        1: "Based on Injury code reporting",
-    },
+    "casualty_imd_decile": IMD_DECILES,
+    "casualty_injury_based": INJURY_BASED,
     "casualty_distance_banding": {
         1: "Collision occurred within 5km of casualties home postcode",
         2: "Collision occurred between 5.001 and 10km of casualties home postcode",
@@ -728,18 +714,8 @@ LABELS: dict[str, dict[int, str]] = {
         99: "unknown (self reported)",
         -1: "Data missing or out of range",
     },
-    "driver_home_area_type": {
-        1: "Urban area",
-        2: "Small town",
-        3: "Rural",
-        -1: "Data missing or out of range",
-    },
-    "casualty_home_area_type": {
-        1: "Urban area",
-        2: "Small town",
-        3: "Rural",
-        -1: "Data missing or out of range",
-    },
+    "driver_home_area_type": HOME_AREA_TYPES,
+    "casualty_home_area_type": HOME_AREA_TYPES,
 }
 
 # Codes that mean "not known" besides -1 (SCHEMA.md section 5; the guide's "unknown (self reported)",

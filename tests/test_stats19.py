@@ -354,48 +354,30 @@ def test_a_missing_required_column_is_fatal(tmp_path, small_year):
         _read_year(paths)
 
 
-def test_a_non_numeric_code_is_fatal_with_line_column_and_value(tmp_path, small_year):
+@pytest.mark.parametrize(
+    ("table", "row", "column", "value", "message"),
+    [
+        ("collision", 3, "speed_limit", "thirty", r"line 4, column speed_limit: value 'thirty' is not a number"),
+        ("collision", 7, "date", "31/02/2023", r"line 8, column date: value '31/02/2023' is not a date"),
+        ("collision", 2, "collision_severity", "4", r"line 3, column collision_severity: value 4 is not a code"),
+        (
+            "vehicle",
+            5,
+            "collision_index",
+            "2023SY9999999",
+            rf"{_name('vehicle')}, line 6, column collision_index: value '2023SY9999999' has no collision",
+        ),
+    ],
+    ids=["a non-numeric code", "an impossible date", "an unknown target code", "a vehicle without collision"],
+)
+def test_a_bad_value_is_fatal_with_file_line_column_and_value(tmp_path, small_year, table, row, column, value, message):
     paths = _copy_year(small_year, tmp_path)
 
     def corrupt(rows):
-        rows[3][rows[0].index("speed_limit")] = "thirty"
+        rows[row][rows[0].index(column)] = value
 
-    _rewrite(paths["collision"], corrupt)
-    with pytest.raises(ValidationError, match=r"line 4, column speed_limit: value 'thirty' is not a number"):
-        _read_year(paths)
-
-
-def test_an_impossible_date_is_fatal(tmp_path, small_year):
-    paths = _copy_year(small_year, tmp_path)
-
-    def corrupt(rows):
-        rows[7][rows[0].index("date")] = "31/02/2023"
-
-    _rewrite(paths["collision"], corrupt)
-    with pytest.raises(ValidationError, match=r"line 8, column date: value '31/02/2023' is not a date"):
-        _read_year(paths)
-
-
-def test_an_unknown_target_code_is_fatal(tmp_path, small_year):
-    paths = _copy_year(small_year, tmp_path)
-
-    def corrupt(rows):
-        rows[2][rows[0].index("collision_severity")] = "4"
-
-    _rewrite(paths["collision"], corrupt)
-    with pytest.raises(ValidationError, match=r"line 3, column collision_severity: value 4 is not a code"):
-        _read_year(paths)
-
-
-def test_a_vehicle_without_collision_is_fatal(tmp_path, small_year):
-    paths = _copy_year(small_year, tmp_path)
-
-    def orphan(rows):
-        rows[5][rows[0].index("collision_index")] = "2023SY9999999"
-
-    _rewrite(paths["vehicle"], orphan)
-    with pytest.raises(ValidationError, match=rf"{_name('vehicle')}, line 6, column collision_index: "
-                                              r"value '2023SY9999999' has no collision"):  # fmt: skip
+    _rewrite(paths[table], corrupt)
+    with pytest.raises(ValidationError, match=message):
         _read_year(paths)
 
 
