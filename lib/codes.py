@@ -765,12 +765,9 @@ VEHICLE_GROUPS: dict[str, frozenset[int]] = {
 }
 
 
-def label(column: str, code: int) -> str:
-    """The data guide's label for `code` in `column`, e.g. label("light_conditions", 4)."""
-    try:
-        return LABELS[column][int(code)]
-    except KeyError:
-        raise KeyError(f"{column} has no code {code!r} in the DfT data guide") from None
+def dft_day_of_week(pandas_dayofweek: np.ndarray) -> np.ndarray:
+    """DfT's day_of_week (1 = Sunday ... 7 = Saturday) from pandas' (0 = Monday ... 6 = Sunday)."""
+    return (np.asarray(pandas_dayofweek) + 1) % 7 + 1
 
 
 def missing_codes(column: str) -> frozenset[int]:

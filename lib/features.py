@@ -30,7 +30,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lib.codes import TO_2024, VEHICLE_GROUPS, lookup, missing_codes
+from lib.codes import TO_2024, VEHICLE_GROUPS, dft_day_of_week, lookup, missing_codes
 from lib.validate import positions
 
 IDENTITY_COLUMNS = ["collision_index", "collision_year", "date"]
@@ -152,7 +152,7 @@ def build_curated(collisions: pd.DataFrame, vehicles: pd.DataFrame, casualties: 
         "urban_or_rural_area": _categorical(c, "urban_or_rural_area"),
         "trunk_road_flag": _categorical(c, "trunk_road_flag"),
         "month": when.month.to_numpy(),
-        "day_of_week": (when.dayofweek.to_numpy() + 1) % 7 + 1,  # DfT: 1 = Sunday ... 7 = Saturday
+        "day_of_week": dft_day_of_week(when.dayofweek.to_numpy()),
         "speed_limit": _categorical(c, "speed_limit"),
         "hour": hour,
         "latitude": c["latitude"].to_numpy(),

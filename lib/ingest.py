@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from lib import features, stats19
-from lib.lake import Lake
+from lib.lake import Lake, NoSuchObject
 from lib.validate import Finding
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,11 @@ def store_raw(lake: Lake, source: stats19.Source) -> bool:
     """Copy the published bytes into the lake unless it holds them already; True if written."""
     key = raw_key(source)
     checksum_key = key + ".sha256"
-    if lake.exists(checksum_key) and lake.get_bytes(checksum_key).decode().strip() == source.sha256:
-        return False
+    try:
+        if lake.get_bytes(checksum_key).decode().strip() == source.sha256:
+            return False
+    except NoSuchObject:
+        pass  # not copied yet
     lake.put_file(key, source.path)
     lake.put_bytes(checksum_key, source.sha256.encode())  # last: marks the copy complete
     return True

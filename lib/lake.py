@@ -41,6 +41,10 @@ class LakeError(RuntimeError):
     """The lake cannot be reached or used; the message names the endpoint, bucket or key."""
 
 
+class NoSuchObject(LakeError):
+    """The key holds nothing."""
+
+
 def s3_client(settings: Settings, timeout: float = 30, retries: int = 1) -> Minio:
     """A minio client for S3_ENDPOINT_URL that fails fast instead of retrying for minutes."""
     endpoint = urlparse(settings.s3_endpoint_url)
@@ -150,7 +154,7 @@ class Lake:
             try:
                 return self._path(key).read_bytes()
             except FileNotFoundError:
-                raise LakeError(f"{self.uri}: no object {key!r}") from None
+                raise NoSuchObject(f"{self.uri}: no object {key!r}") from None
 
         def read() -> bytes:
             response = self._client.get_object(self.bucket, self._object(key))
@@ -164,29 +168,8 @@ class Lake:
             return self._s3("read", key, read)
         except LakeError as error:
             if isinstance(error.__cause__, S3Error) and error.__cause__.code == "NoSuchKey":
-                raise LakeError(f"{self.uri}: no object {key!r}") from None
+                raise NoSuchObject(f"{self.uri}: no object {key!r}") from None
             raise
-
-    def get_file(self, key: str, target: Path) -> None:
-        if self._client is None:
-            target.write_bytes(self.get_bytes(key))
-            return
-        self._s3("read", key, lambda: self._client.fget_object(self.bucket, self._object(key), str(target)))
-
-    def exists(self, key: str) -> bool:
-        if self._client is None:
-            return self._path(key).is_file()
-
-        def stat() -> bool:
-            try:
-                self._client.stat_object(self.bucket, self._object(key))
-                return True
-            except S3Error as error:
-                if error.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
-                    return False
-                raise
-
-        return self._s3("check", key, stat)
 
     def list(self, prefix: str = "") -> list[str]:
         """Every key below `prefix`, sorted."""
@@ -218,10 +201,10 @@ class Lake:
         return f"{dataset}/year={year}/"
 
     def manifest(self, dataset: str, year: int) -> dict | None:
-        key = self.partition_prefix(dataset, year) + MANIFEST
-        if not self.exists(key):
+        try:
+            return json.loads(self.get_bytes(self.partition_prefix(dataset, year) + MANIFEST))
+        except NoSuchObject:
             return None
-        return json.loads(self.get_bytes(key))
 
     def write_partition(self, dataset: str, year: int, table: pd.DataFrame | pa.Table, **metadata) -> dict:
         """Commit one partition: data under a fresh name, then the manifest, then drop old files."""

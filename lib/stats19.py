@@ -38,6 +38,7 @@ across rows and tables live in `lib.validate`.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import logging
@@ -46,7 +47,6 @@ import re
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 from urllib.request import url2pathname
@@ -210,16 +210,19 @@ class Source:
         return self.path.name
 
     @property
-    def size(self) -> int:
-        return self.path.stat().st_size
-
-    @cached_property
     def sha256(self) -> str:
         return sha256_file(self.path)
 
 
-def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file. Remembered while the file's size and mtime stay the same: a combined
+    file of all years is checked once for every year it supplies, and it can be gigabytes."""
+    stat = Path(path).stat()
+    return _sha256_of(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_of(path: str, size: int, mtime_ns: int, chunk_size: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(chunk_size):

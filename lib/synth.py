@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from lib.codes import TO_2024, VEHICLE_GROUPS, lookup
+from lib.codes import TO_2024, VEHICLE_GROUPS, dft_day_of_week, lookup
 from lib.stats19 import FILE_PREFIX, HISTORIC_TWINS, OLDER_ERA_COLUMNS, SCHEMA, combined_file_name
 
 logger = logging.getLogger(__name__)
@@ -433,7 +433,7 @@ def _generate_year(year: int, n: int, seed: int, shift: Shift | None):
         "number_of_vehicles": n_vehicles,
         "number_of_casualties": n_casualties,
         "date": dates.astype("datetime64[ns]"),
-        "day_of_week": (weekday[collision_day] + 1) % 7 + 1,
+        "day_of_week": dft_day_of_week(weekday[collision_day]),
         "time": pc.strftime(stamp_array, format="%H:%M").to_numpy(zero_copy_only=False),
         "local_authority_district": -1,
         "local_authority_ons_district": "-1",

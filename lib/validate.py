@@ -34,7 +34,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lib.codes import LABELS, MISSING
+from lib.codes import LABELS, MISSING, dft_day_of_week
 
 logger = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ def _check_collision_fields(collisions: pd.DataFrame) -> list[Finding]:
     if outside.any():
         findings.append(_finding(collisions, "date outside the collision year", "date", outside,
                                  collisions["collision_index"][outside], "kept"))  # fmt: skip
-    dft_day = (dates.dt.dayofweek.to_numpy() + 1) % 7 + 1  # DfT: 1 = Sunday
+    dft_day = dft_day_of_week(dates.dt.dayofweek.to_numpy())
     wrong_day = (collisions["day_of_week"].to_numpy() != dft_day) & (collisions["day_of_week"].to_numpy() != MISSING)
     if wrong_day.any():
         findings.append(_finding(collisions, "day_of_week disagrees with date", "day_of_week", wrong_day,
