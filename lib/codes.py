@@ -41,14 +41,14 @@ AGE_BANDS = {
 }
 
 # Collisions and casualties share the guide's severity codes.
-SEVERITIES = {
+SEVERITY_LABELS = {
     1: "Fatal",
     2: "Serious",
     3: "Slight",
 }
 
 # ... and its enhanced severity codes (from injury-based reporting).
-ENHANCED_SEVERITIES = {
+ENHANCED_SEVERITY_LABELS = {
     1: "Fatal",
     3: "Slight",
     5: "Very Serious",
@@ -156,8 +156,8 @@ LABELS: dict[str, dict[int, str]] = {
         98: "Dumfries and Galloway",
         99: "Police Scotland",
     },
-    "collision_severity": SEVERITIES,
-    "enhanced_severity_collision": ENHANCED_SEVERITIES,
+    "collision_severity": SEVERITY_LABELS,
+    "enhanced_severity_collision": ENHANCED_SEVERITY_LABELS,
     "day_of_week": {
         1: "Sunday",
         2: "Monday",
@@ -609,8 +609,8 @@ LABELS: dict[str, dict[int, str]] = {
         -1: "Data missing or out of range",
     },
     "age_band_of_casualty": AGE_BANDS,
-    "casualty_severity": SEVERITIES,
-    "enhanced_casualty_severity": ENHANCED_SEVERITIES,
+    "casualty_severity": SEVERITY_LABELS,
+    "enhanced_casualty_severity": ENHANCED_SEVERITY_LABELS,
     "pedestrian_location": {
         0: "Not a Pedestrian",
         1: "Crossing on pedestrian crossing facility",
