@@ -35,6 +35,8 @@ from sklearn.metrics import (
 
 SEVERITIES = (1, 2, 3)
 SEVERITY_NAMES = {1: "fatal", 2: "serious", 3: "slight"}
+# A model's class probabilities, in SEVERITIES order, as models output and `predictions` stores them.
+PROBABILITY_COLUMNS = ["p_fatal", "p_serious", "p_slight"]
 KSI_SEVERITIES = (1, 2)
 # Bootstrap work is done in chunks of at most this many (resample x row) cells, to bound memory.
 BOOTSTRAP_CELLS_PER_CHUNK = 4_000_000

@@ -66,6 +66,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from threadpoolctl import ThreadpoolController
 
 from lib.evaluation import (
+    PROBABILITY_COLUMNS,
     SEVERITIES,
     EvaluationError,
     ModelScores,
@@ -82,7 +83,6 @@ log = logging.getLogger(__name__)
 LIB_DIR = Path(__file__).resolve().parent
 SEVERITY_TARGET = "collision_severity"
 SCORE_TARGET = "casualty_severity_score"
-PROBABILITY_COLUMNS = ["p_fatal", "p_serious", "p_slight"]
 OUTPUT_COLUMNS = [*PROBABILITY_COLUMNS, "p_ksi", "predicted_severity", "ksi_alert"]
 VALIDATION_RANGE_PARAM = "validation_range"  # run parameter "first..last" of the validation period
 ALERT_THRESHOLD_PARAM = "alert_threshold"  # run parameter and MLmodel metadata key: the KSI alert threshold

@@ -22,10 +22,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import psycopg2.extras
-from sklearn.metrics import brier_score_loss
 
 from lib.db import fetch_dicts
-from lib.evaluation import SEVERITY_NAMES, ModelScores, is_ksi, test_metrics
+from lib.evaluation import PROBABILITY_COLUMNS, SEVERITY_NAMES, ModelScores, test_metrics
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +47,8 @@ PR_AUC_METRIC = f"{QUALITY}.ksi_pr_auc"
 ROC_AUC_METRIC = f"{QUALITY}.ksi_roc_auc"
 
 WINDOW_PREDICTIONS_SQL = """
-SELECT collision_index, collision_date, p_ksi, predicted_severity, ksi_alert, alert_threshold
+SELECT collision_index, collision_date, p_fatal, p_serious, p_slight, p_ksi, predicted_severity, ksi_alert,
+       alert_threshold
 FROM predictions
 WHERE model_version = %(model_version)s AND collision_date BETWEEN %(window_start)s AND %(window_end)s
 ORDER BY collision_date, collision_index
@@ -312,12 +312,12 @@ def compute_quality(
 ) -> QualityResult | None:
     """KSI and severity quality of the window, or None while some of its labels are still due.
 
-    `scored` holds prediction rows joined with the truth: `collision_date`, `p_ksi`, `ksi_alert`,
-    `predicted_severity`, `collision_severity`. Only the window's rows are read, and only once all
-    their labels have arrived (`as_of` >= window end + delay), so no label due later is used. The
-    metrics are those of the test set (`lib.evaluation.test_metrics`, so monitored and test scores
-    compare like for like), with the KSI Brier score of `p_ksi`. A metric that a window cannot
-    define (ROC-AUC with one class, precision with no alert) is None.
+    `scored` holds prediction rows joined with the truth: `collision_date`, the class probabilities,
+    `p_ksi`, `ksi_alert`, `predicted_severity`, `collision_severity`. Only the window's rows are read,
+    and only once all their labels have arrived (`as_of` >= window end + delay), so no label due later
+    is used. The metrics are those of the test set (`lib.evaluation.test_metrics`, so monitored and
+    test scores compare like for like). A metric that a window cannot define (ROC-AUC with one class,
+    precision with no alert) is None.
     """
     known_at = labels_known_at(window_end, label_delay_days)
     if as_of < known_at:
@@ -329,26 +329,21 @@ def compute_quality(
             as_of,
         )
         return None
-    _check_columns(
-        scored, ["collision_date", "p_ksi", "ksi_alert", "predicted_severity", "collision_severity"], "scored"
-    )
+    required = ["collision_date", *PROBABILITY_COLUMNS, "p_ksi", "ksi_alert", "predicted_severity"]
+    _check_columns(scored, [*required, "collision_severity"], "scored")
     dates = pd.to_datetime(scored["collision_date"])
     rows = scored[(dates >= pd.Timestamp(window_start)) & (dates <= pd.Timestamp(window_end))]
     if rows.empty:
         return QualityResult(known_at, 0, {})
 
-    severity = rows["collision_severity"].astype(int).to_numpy()
-    p_ksi = rows["p_ksi"].astype(float).to_numpy()
     scores = ModelScores(
         name="monitored",
-        ksi_score=p_ksi,
+        ksi_score=rows["p_ksi"].astype(float).to_numpy(),
         predicted=rows["predicted_severity"].astype(int).to_numpy(),
         alert=rows["ksi_alert"].astype(bool).to_numpy(),
+        probabilities=rows[PROBABILITY_COLUMNS].astype(float).to_numpy(),
     )
-    values = test_metrics(severity, scores)
-    # The stored predictions carry P(KSI); log loss would need the three class probabilities.
-    del values["log_loss"]
-    values["ksi_brier"] = float(brier_score_loss(is_ksi(severity), p_ksi, pos_label=True))
+    values = test_metrics(rows["collision_severity"].astype(int).to_numpy(), scores)
     return QualityResult(known_at, len(rows), {name: _defined(value) for name, value in values.items()})
 
 
@@ -362,7 +357,15 @@ def load_predictions(conn, window_start: date, window_end: date, model_version: 
         WINDOW_PREDICTIONS_SQL,
         {"model_version": model_version, "window_start": window_start, "window_end": window_end},
     )
-    columns = ["collision_index", "collision_date", "p_ksi", "predicted_severity", "ksi_alert", "alert_threshold"]
+    columns = [
+        "collision_index",
+        "collision_date",
+        *PROBABILITY_COLUMNS,
+        "p_ksi",
+        "predicted_severity",
+        "ksi_alert",
+        "alert_threshold",
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -43,6 +43,9 @@ def scored_collisions(first: date, days: int, per_day: int = 60, seed: int = 0) 
         {
             "collision_index": [f"SYNTH{i:06d}" for i in range(n)],
             "collision_date": [first + timedelta(days=int(i // per_day)) for i in range(n)],
+            "p_fatal": 0.1 * p_ksi,
+            "p_serious": 0.9 * p_ksi,
+            "p_slight": 1 - p_ksi,
             "p_ksi": p_ksi,
             "predicted_severity": predicted,
             "ksi_alert": p_ksi >= 0.4,
