@@ -221,7 +221,7 @@ for name, scores in evaluation.scores.items():
     fpr, tpr, _ = roc_curve(ksi, scores.ksi_score)
     roc_ax.plot(fpr, tpr, label=f"{name} ({evaluation.metrics.loc[name, 'ksi_roc_auc']:.3f})")
     precision, recall, _ = precision_recall_curve(ksi, scores.ksi_score)
-    pr_ax.step(recall, precision, where="post", label=f"{name} ({average_precision_score(ksi, scores.ksi_score):.3f})")
+    pr_ax.step(recall, precision, where="post", label=f"{name} ({evaluation.metrics.loc[name, 'ksi_pr_auc']:.3f})")
 roc_ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
 roc_ax.set(title="ROC, KSI (test)", xlabel="false positive rate", ylabel="true positive rate")
 pr_ax.axhline(ksi.mean(), color="grey", lw=0.8, ls="--")
