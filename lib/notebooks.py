@@ -4,7 +4,8 @@ A run reads a py:percent notebook, checks the parameters against the defaults in
 tagged `parameters` (before any kernel starts), executes it in-process with papermill on an
 ipykernel of this interpreter, and leaves `REPORTS_DIR/runs/<notebook>/<run id>.ipynb` plus an
 HTML copy behind, whatever the outcome. The `notebook_runs` row is inserted as 'running' before
-the kernel starts and updated at the end, so a run killed outright stays visible as 'running'.
+the kernel starts and updated at the end, so a run killed outright stays visible as 'running';
+then `REPORTS_DIR/index.html` (lib.run_index) is rebuilt to list it.
 
 Outcomes. `execute` returns a `RunResult` for every run that finished: succeeded, failed (a cell
 raised, or the kernel died) or timed_out (a cell ran longer than the timeout). Callers that
@@ -52,6 +53,7 @@ from papermill.execute import ERROR_MARKER_TAG
 
 from lib import db
 from lib.config import NOTEBOOKS_DIR, ROOT, load_settings
+from lib.run_index import INDEX_FILE, write_index
 
 logger = logging.getLogger(__name__)
 
@@ -488,6 +490,15 @@ def _insert_running(database_url: str, result: RunResult) -> None:
         )
 
 
+def _refresh_index(database_url: str, reports_dir: Path) -> None:
+    """Rebuild REPORTS_DIR/index.html so it lists this run; a failure here leaves the run recorded."""
+    try:
+        with db.session(database_url) as conn:
+            write_index(conn, reports_dir)
+    except (db.DatabaseError, psycopg2.Error, OSError) as error:
+        logger.warning("The run index %s was not rebuilt: %s", reports_dir / INDEX_FILE, error)
+
+
 def _record_outcome(database_url: str, result: RunResult) -> None:
     with db.session(database_url) as conn, conn.cursor() as cur:
         cur.execute(
@@ -704,6 +715,8 @@ def execute(
         except (db.DatabaseError, psycopg2.Error) as error:
             logger.error("Could not record the outcome of run %s in notebook_runs: %s", run_id, error)
             result = replace(result, recorded=False)
+        else:
+            _refresh_index(database_url, Path(reports_dir))
 
     (logger.info if result.ok else logger.warning)(
         "Run %s of %s ended %s after %.1f s.", run_id, source.stem, status, duration

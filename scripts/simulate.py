@@ -35,7 +35,6 @@ from lib import clock, simulation  # noqa: E402
 from lib.config import ConfigError, Settings, load_settings  # noqa: E402
 from lib.db import DatabaseError, session  # noqa: E402
 from lib.notebooks import handle_sigterm_as_interrupt  # noqa: E402
-from lib.run_index import write_index  # noqa: E402
 
 log = logging.getLogger("simulate")
 EXIT_DONE, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_DATABASE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -149,11 +148,6 @@ def run(settings: Settings, runner: simulation.Runner, timeline: clock.Timeline)
         else:
             backoff.succeeded()
             log.info(report.sentence())
-        try:
-            with session(settings.database_url) as conn:
-                write_index(conn, settings.reports_dir)
-        except DatabaseError as error:
-            log.info("The run index was not rewritten this tick: %s", error)
         last[:] = [report]
 
     scheduler = schedule.Scheduler()

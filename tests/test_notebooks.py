@@ -170,6 +170,9 @@ def test_a_successful_run_is_archived_and_recorded(settings, reports):
     assert row["duration_s"] > 0 and row["finished_at"] > row["started_at"]
     assert row["output_ipynb"] == str(result.output_ipynb) and row["output_html"] == str(result.output_html)
     assert row["failed_cell"] is None and row["error_name"] is None
+    # Every run, whoever started it, is listed in the run index at once.
+    index = (reports / "index.html").read_text()
+    assert result.run_id in index and f'href="runs/succeeds/{result.run_id}.html"' in index
 
 
 def test_a_failing_cell_exits_non_zero_names_the_cell_and_keeps_the_output(settings, reports):
