@@ -76,7 +76,7 @@ from lib.evaluation import (
     test_metrics,
 )
 from lib.features import CATEGORICAL_FEATURES, FEATURE_COLUMNS, IDENTITY_COLUMNS, TARGET_COLUMNS
-from lib.model_run import REFERENCE_ARTIFACT
+from lib.model_run import REFERENCE_ARTIFACT, TEST_RANGE_PARAM, VALIDATION_RANGE_PARAM
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,6 @@ LIB_DIR = Path(__file__).resolve().parent
 SEVERITY_TARGET = "collision_severity"
 SCORE_TARGET = "casualty_severity_score"
 OUTPUT_COLUMNS = [*PROBABILITY_COLUMNS, "p_ksi", "predicted_severity", "ksi_alert"]
-VALIDATION_RANGE_PARAM = "validation_range"  # run parameter "first..last" of the validation period
 ALERT_THRESHOLD_PARAM = "alert_threshold"  # run parameter and MLmodel metadata key: the KSI alert threshold
 NOTEBOOK_ARTIFACT_DIR = "notebook"
 MODEL = "gbm"
@@ -505,7 +504,7 @@ class Split:
         return {
             "train_range": f"{train_start}..{self.train_end}",
             VALIDATION_RANGE_PARAM: f"{self.validation[0]}..{self.validation[1]}",
-            "test_range": f"{self.test[0]}..{self.test[1]}",
+            TEST_RANGE_PARAM: f"{self.test[0]}..{self.test[1]}",
         }
 
     def describe(self, parts: dict[str, pd.DataFrame]) -> pd.DataFrame:

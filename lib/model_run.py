@@ -14,7 +14,9 @@ import io
 import json
 import logging
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from urllib.parse import quote, urlencode, urlparse
 
@@ -25,6 +27,9 @@ log = logging.getLogger(__name__)
 
 # Where 02_train logs the reference sample in the model's run (lib.model.log_reference).
 REFERENCE_ARTIFACT = "reference/reference.parquet"
+# Run parameters "first..last" with the periods 02_train validated and tested on (lib.model.Split).
+VALIDATION_RANGE_PARAM = "validation_range"
+TEST_RANGE_PARAM = "test_range"
 PROXIED_SCHEME = "mlflow-artifacts:"
 PROXY_ROUTE = "/api/2.0/mlflow-artifacts/artifacts/"
 
@@ -58,6 +63,15 @@ def load_model_run(tracking_uri: str, model_name: str, version: str | int) -> Mo
         log.info("The tracking server does not proxy %s; fetching the reference with MLflow's client.", artifact_uri)
         reference_bytes = _reference_bytes_with_mlflow(server, artifact_uri)
     return ModelRun(run_id, metrics, pd.read_parquet(io.BytesIO(reference_bytes)))
+
+
+def range_end(params: Mapping[str, str], name: str) -> date | None:
+    """The last day of the "first..last" run parameter `name`; None when it is absent or malformed."""
+    _, separator, last = params.get(name, "").partition("..")
+    try:
+        return date.fromisoformat(last) if separator else None
+    except ValueError:
+        return None
 
 
 def proxied_url(server: str, artifact_uri: str, path: str) -> str:

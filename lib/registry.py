@@ -25,7 +25,8 @@ from mlflow.exceptions import MlflowException
 
 from lib.db import session
 from lib.evaluation import ModelScores, test_metrics
-from lib.model import PROBABILITY_COLUMNS, VALIDATION_RANGE_PARAM, severity_of
+from lib.model import PROBABILITY_COLUMNS, severity_of
+from lib.model_run import VALIDATION_RANGE_PARAM, range_end
 
 log = logging.getLogger(__name__)
 
@@ -163,10 +164,7 @@ def decide_promotion(
 def _fitted_until(client: mlflow.MlflowClient, model_name: str, version: str) -> date | None:
     """The last day a version's training run learned from (the end of its validation period), if logged."""
     params = client.get_run(client.get_model_version(model_name, version).run_id).data.params
-    try:
-        return date.fromisoformat(params.get(VALIDATION_RANGE_PARAM, "").rpartition("..")[2])
-    except ValueError:
-        return None
+    return range_end(params, VALIDATION_RANGE_PARAM)
 
 
 def record_decision(decision: PromotionDecision, database_url: str, simulated_date: date | None = None) -> None:

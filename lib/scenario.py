@@ -26,6 +26,7 @@ from mlflow.exceptions import MlflowException
 
 from lib import notebooks, synth
 from lib.config import Settings
+from lib.model_run import TEST_RANGE_PARAM, range_end
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +123,7 @@ def train(settings: Settings, plan: YearPlan, progress: bool = True, **parameter
 
 
 def _last_tested(client: mlflow.MlflowClient, run_id: str) -> date | None:
-    test_range = client.get_run(run_id).data.params.get("test_range", "")
-    return date.fromisoformat(test_range.split("..")[1]) if ".." in test_range else None
+    return range_end(client.get_run(run_id).data.params, TEST_RANGE_PARAM)
 
 
 def baseline_versions(settings: Settings, plan: YearPlan) -> list[str]:
@@ -135,7 +135,7 @@ def baseline_versions(settings: Settings, plan: YearPlan) -> list[str]:
     except MlflowException:
         return []
     wanted = f"{plan.test_year}-01-01..{plan.test_year}-12-31"  # a retraining tests on its last labelled days
-    found = [v for v in versions if client.get_run(v.run_id).data.params.get("test_range") == wanted]
+    found = [v for v in versions if client.get_run(v.run_id).data.params.get(TEST_RANGE_PARAM) == wanted]
     return [v.version for v in sorted(found, key=lambda v: int(v.version), reverse=True)]
 
 

@@ -45,6 +45,7 @@ from lib.config import Settings
 from lib.db import DatabaseError, connect, fetch_dicts, session
 from lib.ingest import CURATED
 from lib.lake import LakeError, open_lake
+from lib.model_run import TEST_RANGE_PARAM, range_end
 from lib.monitor import DRIFT_SHARE_METRIC, PR_AUC_METRIC
 
 log = logging.getLogger(__name__)
@@ -655,8 +656,7 @@ def describe_model(settings: Settings, start_date: date) -> tuple[str, bool]:
                 f"promote a model first (make training-workflow)"
             ) from None
         return f"Could not look up {settings.model_uri} in MLflow ({error}); the ticks will retry.", True
-    test_range = run.data.params.get("test_range", "")
-    last_tested = date.fromisoformat(test_range.split("..")[1]) if ".." in test_range else None
+    last_tested = range_end(run.data.params, TEST_RANGE_PARAM)
     summary = f"The simulation scores with {settings.model_uri}, now version {version.version}"
     if last_tested is None:
         return summary + " (its MLflow run does not say which days it was tested on).", False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import date
 
 import mlflow
 import pandas as pd
@@ -12,7 +13,7 @@ import pytest
 from lib import model as severity_model
 from lib import stats19, synth
 from lib.features import build_curated
-from lib.model_run import ModelRunError, load_model_run, proxied_url
+from lib.model_run import TEST_RANGE_PARAM, ModelRunError, load_model_run, proxied_url, range_end
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +100,12 @@ def test_proxied_artifacts_resolve_like_mlflow_s_client(artifact_uri, expected):
 def test_an_unreachable_server_is_named_in_the_error():
     with pytest.raises(ModelRunError, match=r"GET http://127\.0\.0\.1:9/api/2\.0/mlflow/model-versions/get.*failed"):
         load_model_run("http://127.0.0.1:9", "any", 1)
+
+
+@pytest.mark.parametrize(
+    ("logged", "end"),
+    [("2017-01-01..2017-12-31", date(2017, 12, 31)), (None, None), ("2017", None), ("2017-01-01..soon", None)],
+)
+def test_the_end_of_a_logged_period_is_read_or_none(logged, end):
+    params = {} if logged is None else {TEST_RANGE_PARAM: logged}
+    assert range_end(params, TEST_RANGE_PARAM) == end
