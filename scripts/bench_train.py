@@ -9,11 +9,11 @@ for the benchmark. Each step runs in its own child process, so that each peak RS
    importance, MLflow logging, registration and promotion). Its wall time and the peak RSS of the
    executing process and of the notebook kernel are the training figures (target: at most 3 minutes
    and 4 GB);
-3. score: the registered model loaded with mlflow.pyfunc.load_model: predict() on 100,000 rows
-   (target: at least 20,000 rows/s) and the median of single-row predict() calls, in process and,
-   unless --no-serve, through `mlflow models serve` over HTTP (target: p50 at most 20 ms).
+3. score: the model 02_train registered, loaded with mlflow.pyfunc.load_model: predict() on 100,000
+   rows and the median of single-row predict() calls, in process. Serving over HTTP and batch
+   inference have their own benchmark, scripts/bench_serve.py.
 
-Usage: python scripts/bench_train.py [--collisions-per-year 130000] [--no-serve]
+Usage: python scripts/bench_train.py [--collisions-per-year 130000]
 """
 
 from __future__ import annotations
@@ -23,11 +23,9 @@ import json
 import os
 import platform
 import resource
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -82,7 +80,7 @@ def train() -> dict:
     }
 
 
-def score(serve: bool) -> dict:
+def score() -> dict:
     import mlflow
     import numpy as np
     import pandas as pd
@@ -107,77 +105,10 @@ def score(serve: bool) -> dict:
         started = time.perf_counter()
         model.predict(row)
         single.append(time.perf_counter() - started)
-    figures = {
+    return {
         "rows_per_second": SCORING_ROWS / bulk,
         "single_row_p50_ms": statistics.median(single) * 1000,
         "single_row_p95_ms": float(np.percentile(single, 95)) * 1000,
-    }
-    if serve:
-        figures.update(served_latency(uri, rows.head(SINGLE_ROW_CALLS)))
-    return figures
-
-
-def served_latency(uri: str, rows) -> dict:
-    """Median and 95th percentile of single-row POST /invocations against `mlflow models serve`."""
-    import numpy as np
-    import requests
-
-    from lib.services import free_port_block
-
-    port = free_port_block()
-    command = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "models",
-        "serve",
-        "-m",
-        uri,
-        "--env-manager",
-        "local",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
-    # The server starts uvicorn by name: the venv's bin must be on PATH (as the Makefile arranges).
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    with tempfile.TemporaryFile() as log:
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 180
-            while True:
-                try:
-                    if requests.get(f"{url}/ping", timeout=2).ok:
-                        break
-                except requests.RequestException:
-                    pass
-                if server.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    raise SystemExit(f"mlflow models serve did not come up:\n{log.read().decode()[-3000:]}")
-                time.sleep(0.5)
-            with requests.Session() as http:
-                payloads = [
-                    {"dataframe_split": json.loads(rows.iloc[[i]].to_json(orient="split", index=False))}
-                    for i in range(len(rows))
-                ]
-                for payload in payloads[:20]:  # warm-up
-                    http.post(f"{url}/invocations", json=payload, timeout=10).raise_for_status()
-                latencies = []
-                for payload in payloads:
-                    started = time.perf_counter()
-                    http.post(f"{url}/invocations", json=payload, timeout=10).raise_for_status()
-                    latencies.append(time.perf_counter() - started)
-        finally:
-            if server.poll() is None:
-                os.killpg(server.pid, signal.SIGTERM)
-                server.wait(timeout=30)
-    return {
-        "served_p50_ms": statistics.median(latencies) * 1000,
-        "served_p95_ms": float(np.percentile(latencies, 95)) * 1000,
     }
 
 
@@ -192,7 +123,6 @@ def run_child(step: str, *extra: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--collisions-per-year", type=int, default=130_000)
-    parser.add_argument("--no-serve", action="store_true", help="skip the HTTP latency measurement")
     parser.add_argument("--child", choices=["generate", "train", "score"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child == "generate":
@@ -202,7 +132,7 @@ def main() -> None:
         print(json.dumps(train()))
         return
     if args.child == "score":
-        print(json.dumps(score(serve=not args.no_serve)))
+        print(json.dumps(score()))
         return
 
     from lib.services import private_stack
@@ -210,7 +140,7 @@ def main() -> None:
     with private_stack("bench"):
         generated = run_child("generate", "--collisions-per-year", str(args.collisions_per_year))
         trained = run_child("train")
-        scored = run_child("score", *(["--no-serve"] if args.no_serve else []))
+        scored = run_child("score")
 
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
@@ -229,11 +159,6 @@ def main() -> None:
         f"predict(): {scored['rows_per_second']:,.0f} rows/s on {SCORING_ROWS:,} rows (target: at least 20,000); "
         f"single row in process p50 {scored['single_row_p50_ms']:.1f} ms, p95 {scored['single_row_p95_ms']:.1f} ms"
     )
-    if "served_p50_ms" in scored:
-        print(
-            f"served single row (mlflow models serve, HTTP): p50 {scored['served_p50_ms']:.1f} ms, "
-            f"p95 {scored['served_p95_ms']:.1f} ms (target: p50 at most 20 ms)"
-        )
 
 
 if __name__ == "__main__":
