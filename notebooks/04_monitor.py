@@ -49,6 +49,7 @@ quality_windows = 4  # labelled windows averaged for the quality rule
 quality_fraction = 0.8  # retrain when their mean KSI PR-AUC < this x the champion's test KSI PR-AUC
 
 # %%
+import functools
 import logging
 import time
 from datetime import date
@@ -83,9 +84,15 @@ policy = monitor.RetrainingPolicy(quality_windows, quality_fraction, drift_share
 lake = open_lake(settings, lake_uri)
 
 
+@functools.cache
+def curated_year(year: int) -> pd.DataFrame:
+    """One year of curated collisions, read once per run: the windows checked for quality share it."""
+    return lake.read_dataset(CURATED, [year])
+
+
 def curated_rows(first: date, last: date) -> pd.DataFrame:
     """The curated collisions (features and labels) dated first..last, from the lake."""
-    rows = lake.read_dataset(CURATED, range(first.year, last.year + 1))
+    rows = pd.concat([curated_year(year) for year in range(first.year, last.year + 1)], ignore_index=True)
     dates = pd.to_datetime(rows["date"])
     return rows[(dates >= pd.Timestamp(first)) & (dates <= pd.Timestamp(last))]
 
