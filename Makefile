@@ -24,8 +24,8 @@ $(STAMP): requirements.txt requirements-dev.txt
 	@touch $(STAMP)
 
 .env:
-	cp .env.example .env
-	@echo "Created .env from .env.example (local development defaults)."
+	install -m 600 .env.example .env
+	@echo "Created .env from .env.example (local development defaults; readable by you only)."
 
 setup: $(STAMP) .env ## Create .venv and install everything (quick when nothing changed)
 	@echo "Environment ready: $(VENV) ($$($(PY) --version))."

@@ -3,16 +3,25 @@
 Every setting comes from the environment, then `.env` (copied from `.env.example`), then
 `.env.example` itself, whose values point at the embedded services. Values are validated
 here, so a typo fails at start-up with the variable's name and value, not deep in a run.
+
+`configure()` is the one channel from the settings to every tool that reads variables of its
+own: it exports the resolved settings and the variables MLflow's client and registry, boto3
+and every child process (notebook kernels, `mlflow models serve`, JupyterLab) look up. Each
+entry point and notebook calls it once instead of setting variables itself.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import date
 from pathlib import Path
 from urllib.parse import urlparse
+
+from dotenv import dotenv_values
+
+from lib.errors import NeedsAction
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS_DIR = ROOT / "notebooks"
@@ -27,7 +36,7 @@ DOTENV_FILE = ROOT / ".env"
 MIN_YEAR, MAX_YEAR = 1979, 2100
 
 
-class ConfigError(ValueError):
+class ConfigError(ValueError, NeedsAction):
     """A setting is missing or malformed; the message names the variable and the value."""
 
 
@@ -68,18 +77,13 @@ def defaults() -> dict[str, str]:
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
-    """Parse KEY=VALUE lines; comments and blank lines are ignored, quotes stripped."""
-    values: dict[str, str] = {}
+    """KEY=VALUE lines as python-dotenv reads them (comments, quotes, `export`); {} for a missing file."""
     if not path.exists():
-        return values
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        if "=" not in line:
-            raise ConfigError(f"{path}:{number}: expected KEY=VALUE, got {line!r}")
-        key, value = line.split("=", 1)
-        values[key.strip().removeprefix("export ").strip()] = value.strip().strip("'\"")
+        return {}
+    values = dotenv_values(path)
+    for key, value in values.items():
+        if value is None:
+            raise ConfigError(f"{path}: the line {key!r} has no value; write it as {key}=VALUE")
     return values
 
 
@@ -157,3 +161,41 @@ def load_settings(environ: dict[str, str] | None = None, dotenv: Path | None = D
         jupyter_port=_number("JUPYTER_PORT", env["JUPYTER_PORT"], int),
         notebook_timeout=_number("NOTEBOOK_TIMEOUT", env["NOTEBOOK_TIMEOUT"]),
     )
+
+
+def _text(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def environment(settings: Settings) -> dict[str, str]:
+    """The settings as variables, plus what MLflow's client, its registry and boto3 read for themselves.
+
+    The registry URI is set explicitly: MLflow resolves `models:/` artifact URIs against it and,
+    without it, falls back to `sqlite:///mlflow.db` in the working directory.
+    """
+    variables = {f.name.upper(): _text(getattr(settings, f.name)) for f in fields(settings)}  # field = variable
+    variables.update(
+        MLFLOW_REGISTRY_URI=settings.mlflow_tracking_uri,
+        # MLflow's S3 artifact access (boto3) when a server hands out s3:// locations instead of proxying.
+        MLFLOW_S3_ENDPOINT_URL=settings.s3_endpoint_url,
+        MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",  # keeps download bars out of executed notebooks
+    )
+    return variables
+
+
+def configure(environ: dict[str, str] | None = None, dotenv: Path | None = DOTENV_FILE) -> Settings:
+    """Resolve the settings once and export them to this process and every process it starts.
+
+    MLflow's HTTP retries default to 3 unless the environment sets them: its own default holds a
+    caller for minutes when the server is down, and the runner and the executor retry themselves.
+    """
+    settings = load_settings(environ, dotenv)
+    os.environ.update(environment(settings))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+    return settings

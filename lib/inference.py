@@ -40,6 +40,7 @@ from mlflow.models import Model
 from tqdm import tqdm
 
 from lib.db import session
+from lib.errors import NeedsAction
 from lib.features import TARGET_COLUMNS
 from lib.ingest import CURATED
 from lib.lake import Lake
@@ -64,6 +65,10 @@ DELETE_SQL = "DELETE FROM predictions WHERE model_version = %s AND collision_dat
 
 class InferenceError(RuntimeError):
     """Inference cannot go on; the message names the model, window, server or rows concerned."""
+
+
+class ModelNotFound(InferenceError, NeedsAction):
+    """The registry has no such model, version or alias: train and promote one, or fix the MODEL_* settings."""
 
 
 class ScoringError(InferenceError):
@@ -166,12 +171,17 @@ def resolve_model(model_uri: str, tracking_uri: str | None = None) -> ModelRef:
         else:
             version = client.get_model_version(name, match["version"])
         params = client.get_run(version.run_id).data.params
-        mlmodel = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version.version}/MLmodel",
-                                                      tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        # From the version's artifact location: a `models:/` URI would be resolved against MLflow's global
+        # registry URI, whatever this client was given.
+        location = client.get_model_version_download_uri(name, version.version)
+        mlmodel = mlflow.artifacts.download_artifacts(artifact_uri=f"{location}/MLmodel", tracking_uri=tracking_uri)
     except MlflowException as error:
-        raise InferenceError(f"cannot resolve {model_uri} in the MLflow registry at "
-                             f"{tracking_uri or mlflow.get_tracking_uri()}: {error.message} "
-                             "(has 02_train registered and promoted a model?)") from error
+        registry = tracking_uri or mlflow.get_registry_uri()
+        looked_up = f"looked up {model_uri} in the MLflow registry at {registry}: {error.message}"
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise ModelNotFound(f"{looked_up}. Check MODEL_NAME, MODEL_ALIAS, MODEL_VERSION and MLFLOW_TRACKING_URI "
+                                f"in .env; `make training-workflow` trains, registers and promotes a model") from error
+        raise InferenceError(looked_up) from error
     if ALERT_THRESHOLD_PARAM not in params:
         raise InferenceError(f"{name} version {version.version}: its run {version.run_id} has no "
                              f"{ALERT_THRESHOLD_PARAM!r} parameter (02_train logs it), so alerts cannot be recorded")

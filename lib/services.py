@@ -1,8 +1,9 @@
 """Embedded services: real PostgreSQL, S3 (SeaweedFS) and MLflow servers from PyPI wheels.
 
-A service is embedded when its variable still holds the local default from `.env.example`;
-one that points elsewhere (a team server, MinIO from docker-compose, AWS) is external: it is
-never started or stopped here, only health-checked. State, logs and pid files live under
+A service is embedded when its variable points at this machine's loopback (127.0.0.1,
+localhost), whatever the port, so `.env` alone moves it; one that points elsewhere (a team
+server, MinIO from docker-compose, AWS) is external: it is never started or stopped here, only
+health-checked. State, logs and pid files live under
 `data/services/<name>/`. A pid file records the process's start time as well as its pid, so a
 stale file left by `kill -9` (or a pid reused by another program) is recognised and ignored.
 """
@@ -34,7 +35,7 @@ import psycopg2
 import requests
 from psycopg2 import sql
 
-from lib.config import SERVICES_DIR, Settings, defaults, load_settings
+from lib.config import SERVICES_DIR, Settings, environment, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -190,8 +191,9 @@ class Service:
         for port in (self.port, *self.extra_ports):
             if _port_in_use(port):
                 raise ServiceError(
-                    f"{self.name}: port {port} on 127.0.0.1 is taken by another program. Stop it, or point "
-                    f"the service's variable at that server (see .env.example) so it is used as external."
+                    f"{self.name}: port {port} on 127.0.0.1 is taken by another program, so the embedded "
+                    f"{self.name} cannot start on {self.url}. Stop that program, or give the service another "
+                    f"port in .env (see the README's Configuration section)."
                 )
         self.dir.mkdir(parents=True, exist_ok=True)
         self.prepare()
@@ -396,13 +398,8 @@ class Mlflow(Service):
         return str(self.dir / "artifacts")
 
     def environment(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(MLFLOW_S3_ENDPOINT_URL=self.settings.s3_endpoint_url,
-                   # The background job runner (GenAI features) costs seven extra processes; we never use it.
-                   MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
-                   AWS_ACCESS_KEY_ID=self.settings.aws_access_key_id,
-                   AWS_SECRET_ACCESS_KEY=self.settings.aws_secret_access_key)
-        return env
+        # The background job runner (GenAI features) costs seven extra processes; we never use it.
+        return {**os.environ, **environment(self.settings), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
@@ -467,17 +464,13 @@ class Stack:
             return list(pool.map(lambda s: s.status(), self.services))
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
 def embedded_services(settings: Settings) -> set[str]:
-    """Services whose variable still holds its `.env.example` default are ours to run."""
-    local = defaults()
-    embedded = set()
-    if settings.database_url == local["DATABASE_URL"]:
-        embedded.add("postgres")
-    if settings.s3_endpoint_url == local["S3_ENDPOINT_URL"]:
-        embedded.add("s3")
-    if settings.mlflow_tracking_uri == local["MLFLOW_TRACKING_URI"]:
-        embedded.add("mlflow")
-    return embedded
+    """Services whose variable points at this machine's loopback are ours to run, on whatever port."""
+    urls = {"postgres": settings.database_url, "s3": settings.s3_endpoint_url, "mlflow": settings.mlflow_tracking_uri}
+    return {name for name, url in urls.items() if urlparse(url).hostname in LOOPBACK_HOSTS}
 
 
 def private_variables(name: str = "private") -> dict[str, str]:

@@ -43,13 +43,13 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from lib import codes
-from lib.config import DATA_DIR, load_settings, parse_years
+from lib.config import DATA_DIR, configure, parse_years
 from lib.ingest import CURATED, ingest_year
 from lib.lake import open_lake
 from lib.validate import findings_frame
 
 logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
-settings = load_settings()
+settings = configure()
 year_list = parse_years(str(years), "years") if years else settings.stats19_years
 base_url = base_url or settings.stats19_base_url
 lake = open_lake(settings, lake_uri)

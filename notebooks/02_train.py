@@ -50,7 +50,6 @@ notebook_run_id = ""  # set by lib.notebooks.execute; tagged on the MLflow run, 
 
 # %%
 import logging
-import os
 import time
 from datetime import date
 
@@ -65,7 +64,7 @@ from sklearn.inspection import permutation_importance
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_curve
 
 from lib import model as severity_model
-from lib.config import load_settings, parse_years
+from lib.config import configure, parse_years
 from lib.evaluation import SEVERITY_NAMES, confusion, is_ksi
 from lib.features import FEATURE_COLUMNS
 from lib.ingest import CURATED
@@ -73,12 +72,10 @@ from lib.lake import open_lake
 from lib.registry import check_primary_metric, promote_if_better
 
 logging.basicConfig(level=logging.INFO, format="%(message)s")
-settings = load_settings()
+settings = configure()
 lake = open_lake(settings, lake_uri or None)
 model_name = model_name or settings.model_name
 check_primary_metric(primary_metric)
-mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # keep download bars out of the report
 started = time.monotonic()
 
 # %% [markdown]

@@ -46,20 +46,16 @@ import time
 started = time.monotonic()
 
 import logging
-import os
-
-# Keeps the executed notebook small: no download progress bars from MLflow.
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
 from lib import inference
-from lib.config import load_settings
+from lib.config import configure
 from lib.lake import open_lake
 
 logging.basicConfig(level=logging.INFO, format="%(message)s")
-settings = load_settings()
+settings = configure()
 window = inference.Window.parse(start_date, end_date)
 model = inference.resolve_model(model_uri or settings.model_uri, settings.mlflow_tracking_uri)
 lake = open_lake(settings, lake_uri)

@@ -59,7 +59,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from lib import monitor
-from lib.config import load_settings
+from lib.config import configure
 from lib.dashboard import CHAMPION_SERIES, write_dashboard
 from lib.db import session
 from lib.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES
@@ -69,7 +69,7 @@ from lib.model_run import load_model_run
 
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 started = time.monotonic()
-settings = load_settings()
+settings = configure()
 if not window_start or not window_end:
     raise ValueError(f"window_start and window_end are required ISO dates, got {window_start!r} and {window_end!r}")
 start, end = date.fromisoformat(window_start), date.fromisoformat(window_end)

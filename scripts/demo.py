@@ -1,7 +1,7 @@
 """The whole product in one command: services, ingestion, training, a stretch of simulated production.
 
     python scripts/demo.py                     # DfT's data, or the mirror STATS19_BASE_URL names
-    DEMO_DATA=synthetic python scripts/demo.py # synthetic files, no network needed
+    python scripts/demo.py --data synthetic    # synthetic files, no network needed (make demo DEMO_DATA=synthetic)
     python scripts/demo.py --days 90 --seconds-per-day 0.5
 
 1. start the embedded PostgreSQL, S3 and MLflow servers (those that `.env` does not point elsewhere);
@@ -12,7 +12,8 @@
    validates it and the rest train it (at least four years): train a champion on them (02_train),
    unless one trained that way is already registered;
 5. start a fresh simulation on 1 January of the last year at a fast warp and run it for `--days`
-   simulated days (scripts/simulate.py --reset --yes: earlier predictions and metrics are replaced);
+   simulated days (scripts/simulate.py --reset --yes --start-date ... --seconds-per-day ...: earlier
+   predictions and metrics are replaced);
 6. print where to look: the dashboard, the notebook runs, the MLflow UI and JupyterLab.
 
 The services keep running afterwards (`make down` stops them), so the MLflow UI stays up and
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import subprocess
 import sys
 import time
@@ -32,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lib import scenario  # noqa: E402
-from lib.config import DATA_DIR, ROOT, ConfigError, load_settings  # noqa: E402
+from lib.config import DATA_DIR, ROOT, ConfigError, configure  # noqa: E402
 from lib.notebooks import NotebookFailed  # noqa: E402
 from lib.services import ServiceError, Stack  # noqa: E402
 
@@ -46,9 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--days", type=int, default=60, help="simulated days to run (default %(default)s)")
     parser.add_argument("--seconds-per-day", type=float, default=1.0,
                         help="real seconds per simulated day during the demo (default %(default)s)")
-    parser.add_argument("--data", choices=DATA_CHOICES, default=os.environ.get("DEMO_DATA") or "dft",
-                        help="dft: STATS19_BASE_URL (DfT or a mirror); synthetic: generated files (default: "
-                             "DEMO_DATA, else dft)")
+    parser.add_argument("--data", choices=DATA_CHOICES, default="dft",
+                        help="dft: STATS19_BASE_URL (DfT or a mirror); synthetic: generated files (default dft)")
     parser.add_argument("--synthetic-collisions-per-year", type=int, default=30_000)
     args = parser.parse_args(argv)
     if args.days < 1 or args.seconds_per_day <= 0:
@@ -66,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("traitlets").setLevel(logging.ERROR)
     began = time.monotonic()
     try:
-        settings = load_settings()
+        settings = configure()
         plan = scenario.plan_years(settings.stats19_years)
         if args.data == "synthetic":
             step(f"Writing synthetic STATS19 files for {settings.stats19_years[0]}-{settings.stats19_years[-1]} "
@@ -75,15 +74,6 @@ def main(argv: list[str] | None = None) -> int:
                                                        args.synthetic_collisions_per_year)
         else:
             base_url = settings.stats19_base_url
-        # Every later step, the notebooks' kernels and the runner read these from the environment.
-        os.environ.update({
-            "STATS19_BASE_URL": base_url,
-            "SIMULATION_START_DATE": plan.simulation_start.isoformat(),
-            "SECONDS_PER_DAY": f"{args.seconds_per_day:g}",
-            "EVAL_SCHEDULER_INCREMENT": f"{args.seconds_per_day:g}",
-        })
-        settings = load_settings()
-
         step("Starting the services")
         for line in Stack(settings).up():
             log.info("%s", line)
@@ -98,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
 
         step(f"Simulating {args.days} days from {plan.simulation_start}, one every {args.seconds_per_day:g} s "
              "(a fresh simulation: earlier predictions and metrics are replaced)")
-        simulate = [sys.executable, str(ROOT / "scripts" / "simulate.py"), "--reset", "--yes", "--days", str(args.days)]
+        simulate = [sys.executable, str(ROOT / "scripts" / "simulate.py"), "--reset", "--yes", "--days", str(args.days),
+                    "--start-date", plan.simulation_start.isoformat(), "--seconds-per-day", f"{args.seconds_per_day:g}"]
         code = subprocess.run(simulate, check=False).returncode
         if code != 0:
             log.error("The simulation stopped with exit code %d; see its messages above.", code)

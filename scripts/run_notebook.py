@@ -1,11 +1,11 @@
 """Execute one notebook with parameters, archive the executed copy and record the run.
 
-    python scripts/run_notebook.py 02_train -p years 2014,2015 -p max_iter 200 [--timeout 600]
+    python scripts/run_notebook.py 02_train -p train_years 2014-2016 -p test_year 2018 [--timeout 600]
 
 NOTEBOOK is a name in notebooks/ (`02_train` or `02_train.py`) or a path to a py:percent file.
 Each `-p NAME VALUE` is typed like the default in the notebook's `parameters` cell: an int
 default takes whole numbers, a list default takes `2014,2015` or `[2014, 2015]`, a string
-default keeps the text as is. The executed notebook and its HTML copy are written to
+default keeps the text as is (`-p train_years 2014-2016`). The executed notebook and its HTML copy are written to
 REPORTS_DIR/runs/NOTEBOOK/, and the run is recorded in the notebook_runs table.
 
 Exit codes: 0 succeeded, 1 a cell failed, 2 bad input (unknown notebook or parameter, a value
@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lib.config import ConfigError  # noqa: E402
+from lib.config import ConfigError, configure  # noqa: E402
 from lib.db import DatabaseError  # noqa: E402
 from lib.notebooks import (  # noqa: E402
     NotebookError,
@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     handle_sigterm_as_interrupt()
 
     try:
+        configure()
         parameters = parameters_from_text(args.notebook, args.parameter)
         result = execute(args.notebook, parameters, timeout=args.timeout)
     except (NotebookError, ConfigError) as error:

@@ -36,26 +36,16 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lib.config import ConfigError, Settings, load_settings  # noqa: E402
+from lib.config import ConfigError, Settings, configure  # noqa: E402
 from lib.inference import InferenceError, ModelRef, resolve_model  # noqa: E402
 from lib.lake import LakeError, open_lake  # noqa: E402
 
 EXIT_STOPPED, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
-def server_environment(settings: Settings) -> dict[str, str]:
-    """This process's environment plus what `mlflow models serve` needs to fetch and run the model."""
-    env = dict(os.environ)
-    # The interpreter's own bin folder (the venv's, or the image's): MLflow runs `uvicorn` from PATH.
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    env.update(
-        MLFLOW_TRACKING_URI=settings.mlflow_tracking_uri,
-        # Used only if the tracking server hands out s3:// artifact locations instead of proxying them.
-        MLFLOW_S3_ENDPOINT_URL=settings.s3_endpoint_url,
-        AWS_ACCESS_KEY_ID=settings.aws_access_key_id,
-        AWS_SECRET_ACCESS_KEY=settings.aws_secret_access_key,
-    )
-    return env
+def server_environment() -> dict[str, str]:
+    """The configured environment, with this interpreter's bin folder first: MLflow runs `uvicorn` from PATH."""
+    return {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
 
 
 def example_collision(model: ModelRef, settings: Settings) -> dict:
@@ -64,9 +54,7 @@ def example_collision(model: ModelRef, settings: Settings) -> dict:
     import pandas as pd
 
     try:
-        path = mlflow.artifacts.download_artifacts(artifact_uri=f"{model.uri}/input_example.json",
-                                                   tracking_uri=settings.mlflow_tracking_uri,
-                                                   registry_uri=settings.mlflow_tracking_uri)
+        path = mlflow.artifacts.download_artifacts(artifact_uri=f"{model.uri}/input_example.json")
         example = json.loads(Path(path).read_text())
         row = dict(zip(example["columns"], example["data"][0], strict=True))
     except (mlflow.exceptions.MlflowException, OSError, KeyError, IndexError, ValueError):
@@ -120,9 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start-timeout", type=float, default=180.0, help="seconds to wait for the server")
     args = parser.parse_args(argv)
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
-        settings = load_settings()
+        settings = configure()
         model = resolve_model(args.model_uri or settings.model_uri, settings.mlflow_tracking_uri)
         collision = example_collision(model, settings)
     except (ConfigError, InferenceError, LakeError) as error:
@@ -144,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    server = subprocess.Popen(command, env=server_environment(settings), preexec_fn=_die_with_parent)
+    server = subprocess.Popen(command, env=server_environment(), preexec_fn=_die_with_parent)
     children.append(server)
     if stopping:  # a signal arrived while the server was being started
         stop(None, None)

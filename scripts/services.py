@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lib.config import ConfigError, load_settings  # noqa: E402
+from lib.config import ConfigError, configure  # noqa: E402
 from lib.services import ServiceError, Stack  # noqa: E402
 
 
@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        stack = Stack(load_settings())
+        stack = Stack(configure())
         if args.action == "status":
             statuses = stack.status()
             width = max(len(s.url) for s in statuses)

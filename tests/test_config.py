@@ -1,8 +1,11 @@
+import os
+import subprocess
+import sys
 from datetime import date
 
 import pytest
 
-from lib.config import ConfigError, load_settings, parse_years, read_dotenv
+from lib.config import ConfigError, configure, environment, load_settings, parse_years, read_dotenv
 
 
 def test_years_accept_ranges_lists_and_mixes():
@@ -55,5 +58,26 @@ def test_other_malformed_values_name_the_variable(variable, value):
 def test_dotenv_line_without_equals_is_an_error(tmp_path):
     bad = tmp_path / ".env"
     bad.write_text("JUST_A_WORD\n")
-    with pytest.raises(ConfigError, match=r"\.env:1"):
+    with pytest.raises(ConfigError, match=r"\.env: the line 'JUST_A_WORD' has no value"):
         read_dotenv(bad)
+
+
+@pytest.fixture
+def restored_environment():
+    """configure() exports into this process: put the test session's environment back afterwards."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def test_configure_exports_the_settings_and_the_registry_to_child_processes(tmp_path, restored_environment):
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("MLFLOW_TRACKING_URI=http://127.0.0.1:25999\nDATABASE_URL=postgresql://u@127.0.0.1:25998/x\n")
+    settings = configure({}, dotenv=dotenv)
+    child = subprocess.run(
+        [sys.executable, "-c", "import mlflow, os; print(mlflow.get_registry_uri(), os.environ['DATABASE_URL'])"],
+        capture_output=True, text=True, check=True,
+    )
+    assert child.stdout.split() == ["http://127.0.0.1:25999", "postgresql://u@127.0.0.1:25998/x"]
+    assert load_settings(environment(settings), dotenv=None) == settings

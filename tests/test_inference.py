@@ -24,7 +24,9 @@ from lib import db
 from lib.features import TARGET_COLUMNS, build_curated
 from lib.inference import (
     HttpScorer,
+    InferenceError,
     InProcessScorer,
+    ModelNotFound,
     ModelRef,
     ScoringError,
     Window,
@@ -33,7 +35,7 @@ from lib.inference import (
     write_predictions,
 )
 from lib.ingest import CURATED
-from lib.lake import Lake
+from lib.lake import Lake, LakeError
 from lib.model import OUTPUT_COLUMNS
 from lib.notebooks import execute
 from lib.synth import generate
@@ -85,7 +87,7 @@ def test_a_window_reads_only_the_years_it_touches_and_never_the_targets(settings
     assert set(rows["collision_year"]) == {2017, 2018}
     assert not set(TARGET_COLUMNS) & set(rows.columns)
     assert list(rows["date"]) == sorted(rows["date"])
-    with pytest.raises(Exception, match="parquet|Parquet"):
+    with pytest.raises(LakeError, match=r"year=2016/part-\w+\.parquet: the committed data file is not readable"):
         read_window(lake, Window.parse("2016-06-01", "2016-06-07"))
     assert read_window(lake, Window.parse("2013-01-01", "2013-01-31")).empty
 
@@ -100,9 +102,9 @@ def test_the_alias_resolves_to_the_registered_version_and_its_threshold(champion
     fitted = mlflow.pyfunc.load_model(model.uri).unwrap_python_model().model
     assert model.alert_threshold == fitted.alert_threshold
     assert model.input_columns == tuple(fitted.feature_columns)
-    with pytest.raises(Exception, match="no_such_model"):
+    with pytest.raises(ModelNotFound, match=r"looked up models:/no_such_model@champion .*MODEL_NAME"):
         resolve_model("models:/no_such_model@champion", settings.mlflow_tracking_uri)
-    with pytest.raises(Exception, match="must name a registered model"):
+    with pytest.raises(InferenceError, match="must name a registered model"):
         resolve_model("runs:/abc/model", settings.mlflow_tracking_uri)
 
 

@@ -108,4 +108,7 @@ def test_an_unknown_model_stops_serve_with_a_clear_message():
     done = subprocess.run([sys.executable, str(SERVE_SCRIPT), "--port", str(free_port()), "--model-uri",
                            "models:/no_such_model@champion"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
-    assert "no_such_model" in done.stderr and "02_train" in done.stderr
+    # What was looked up, where, the registry's own answer and the settings to check: only a registry that
+    # answers can say the model does not exist (with MLflow down the message would be a connection error).
+    assert "looked up models:/no_such_model@champion in the MLflow registry at http://127.0.0.1:" in done.stderr
+    assert "not found" in done.stderr and "MODEL_NAME" in done.stderr and "make training-workflow" in done.stderr

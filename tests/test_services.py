@@ -76,10 +76,13 @@ def test_external_services_are_neither_started_nor_stopped(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-def test_embedded_means_the_variable_holds_its_local_default():
+def test_embedded_means_on_this_machine_whatever_the_port():
     from lib.services import embedded_services
 
     assert embedded_services(load_settings({}, dotenv=None)) == {"postgres", "s3", "mlflow"}
+    moved = load_settings({"DATABASE_URL": "postgresql://postgres@127.0.0.1:25432/x",
+                           "S3_ENDPOINT_URL": "http://localhost:28333", "MLFLOW_TRACKING_URI": "http://127.0.0.1:25000"})
+    assert embedded_services(moved) == {"postgres", "s3", "mlflow"}
     remote = load_settings({"DATABASE_URL": "postgresql://u@db.example:5432/x",
-                            "MLFLOW_TRACKING_URI": "http://mlflow.example"})
+                            "MLFLOW_TRACKING_URI": "http://mlflow:5000"})
     assert embedded_services(remote) == {"s3"}
