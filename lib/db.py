@@ -16,6 +16,8 @@ from pathlib import Path
 import psycopg2
 import psycopg2.extras
 
+from lib.errors import NeedsAction
+
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 # Any constant works; it only has to be the same for every process of this project.
 MIGRATION_LOCK_KEY = 7_319_001
@@ -24,6 +26,14 @@ _migrated: set[str] = set()
 
 class DatabaseError(RuntimeError):
     """The database cannot be reached or a migration failed; the message says which."""
+
+
+class DatabaseRefused(DatabaseError, NeedsAction):
+    """The server answered and refused the login or the database: DATABASE_URL must change."""
+
+
+# How PostgreSQL words a refusal that no retry changes (it sends no SQLSTATE before a session exists).
+_REFUSALS = ("authentication failed", "no password supplied", "does not exist", "no pg_hba.conf entry")
 
 
 def _redact(url: str) -> str:
@@ -36,8 +46,11 @@ def connect(database_url: str, retries: int = 0, delay: float = 1.0):
         try:
             return psycopg2.connect(database_url, connect_timeout=5)
         except psycopg2.OperationalError as error:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            if any(refusal in reason for refusal in _REFUSALS):
+                raise DatabaseRefused(f"PostgreSQL at {_redact(database_url)} refused the connection: {reason}; "
+                                      "check DATABASE_URL in .env") from error
             if attempt == retries:
-                reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
                 raise DatabaseError(f"cannot connect to PostgreSQL at {_redact(database_url)}: {reason}") from error
             time.sleep(delay * 2**attempt)
     raise AssertionError("unreachable")

@@ -31,6 +31,7 @@ from minio import Minio
 from minio.error import S3Error
 
 from lib.config import Settings
+from lib.errors import NeedsAction
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,10 @@ MANIFEST = "_manifest.json"
 
 class LakeError(RuntimeError):
     """The lake cannot be reached or used; the message names the endpoint, bucket or key."""
+
+
+class LakeAccessError(LakeError, NeedsAction):
+    """The lake's bucket is missing or the S3 server refused the keys: a setting must change."""
 
 
 class NoSuchObject(LakeError):
@@ -104,11 +109,11 @@ class Lake:
             return call()
         except S3Error as error:
             if error.code == "NoSuchBucket":
-                raise LakeError(f"bucket {self.bucket!r} does not exist on {self._endpoint} "
-                                "(create it, or check LAKE_URI)") from error
+                raise LakeAccessError(f"bucket {self.bucket!r} does not exist on {self._endpoint} "
+                                      "(create it, or check LAKE_URI)") from error
             if error.code in ("SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied"):
-                raise LakeError(f"{self._endpoint} refused the credentials ({error.code}) while trying to {action} "
-                                f"{key!r}: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY") from error
+                raise LakeAccessError(f"{self._endpoint} refused the credentials ({error.code}) while trying to "
+                                      f"{action} {key!r}: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY") from error
             raise LakeError(f"S3 error {error.code} while trying to {action} {key!r}: {error.message}") from error
         except (urllib3.exceptions.HTTPError, OSError) as error:
             raise LakeError(f"cannot reach the S3 endpoint {self._endpoint} to {action} {key!r} "
@@ -120,7 +125,8 @@ class Lake:
             self._root.mkdir(parents=True, exist_ok=True)
             return
         if not self._s3("open the bucket", self.bucket, lambda: self._client.bucket_exists(self.bucket)):
-            raise LakeError(f"bucket {self.bucket!r} does not exist on {self._endpoint} (create it, or check LAKE_URI)")
+            raise LakeAccessError(f"bucket {self.bucket!r} does not exist on {self._endpoint} (create it, or check "
+                                  "LAKE_URI)")
 
     # -- bytes ---------------------------------------------------------------------------
 
@@ -245,8 +251,12 @@ class Lake:
         manifest = self.manifest(dataset, year)
         if manifest is None:
             raise LakeError(f"{self.uri}: {dataset} has no committed partition for {year}")
-        data = self.get_bytes(self.partition_prefix(dataset, year) + manifest["data_file"])
-        return pq.read_table(pa.BufferReader(data), columns=columns).to_pandas()
+        key = self.partition_prefix(dataset, year) + manifest["data_file"]
+        try:
+            return pq.read_table(pa.BufferReader(self.get_bytes(key)), columns=columns).to_pandas()
+        except pa.ArrowInvalid as error:
+            raise LakeError(f"{self.uri}/{key}: the committed data file is not readable parquet ({error}); "
+                            f"rebuild the year with 01_ingest (force=True)") from error
 
     def read_dataset(self, dataset: str, years: Iterable[int] | None = None,
                      columns: list[str] | None = None) -> pd.DataFrame:

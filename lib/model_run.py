@@ -23,6 +23,8 @@ from urllib.parse import quote, urlencode, urlparse
 import pandas as pd
 import urllib3
 
+from lib.errors import NeedsAction
+
 log = logging.getLogger(__name__)
 
 # Where 02_train logs the reference sample in the model's run (lib.model.log_reference).
@@ -38,6 +40,10 @@ _http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=5, read=60), retries
 
 class ModelRunError(RuntimeError):
     """The tracking server cannot give what monitoring needs about a model version."""
+
+
+class ModelRunNotFound(ModelRunError, NeedsAction):
+    """The tracking server has no such model version or run: MODEL_NAME or MLFLOW_TRACKING_URI must change."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,9 @@ def _get(server_or_url: str, route: str = "", query: dict[str, str] | None = Non
         response = _http.request("GET", url)
     except urllib3.exceptions.HTTPError as error:
         raise ModelRunError(f"GET {url} failed: {error}") from error
+    if response.status == 404:
+        raise ModelRunNotFound(f"GET {url} answered 404: {_error_message(response.data)}; check MODEL_NAME and "
+                               "MLFLOW_TRACKING_URI in .env")
     if response.status != 200:
         raise ModelRunError(f"GET {url} answered {response.status}: {_error_message(response.data)}")
     if not json_body:

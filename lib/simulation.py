@@ -43,6 +43,8 @@ from lib import notebooks
 from lib.clock import SIMULATION_NAME, Timeline, load_timeline
 from lib.config import Settings
 from lib.db import DatabaseError, connect, fetch_dicts, session
+from lib.errors import NeedsAction, needs_action_names
+from lib.inference import ModelNotFound
 from lib.ingest import CURATED
 from lib.lake import LakeError, open_lake
 from lib.model_run import TEST_RANGE_PARAM, range_end
@@ -68,7 +70,7 @@ class StepFailed(RuntimeError):
         self.result = result
 
 
-class SimulationError(RuntimeError):
+class SimulationError(RuntimeError, NeedsAction):
     """The simulation cannot go on as configured (e.g. it starts outside the ingested data)."""
 
 
@@ -349,11 +351,11 @@ class Runner:
         )
         if not result.ok:
             where = f" (see {result.output_html or result.output_ipynb})" if result.output_ipynb else ""
-            raise StepFailed(
-                f"{notebook} {result.status.replace('_', ' ')}: {result.error_name}: "
-                f"{(result.error_value or '').strip()[:200]}{where}",
-                result,
-            )
+            message = (f"{notebook} {result.status.replace('_', ' ')}: {result.error_name}: "
+                       f"{(result.error_value or '').strip()}{where}")
+            if result.error_name in needs_action_names():
+                raise SimulationError(f"{message}. Retrying cannot fix this, so the runner stops.")
+            raise StepFailed(message, result)
         return result
 
     @property
@@ -567,8 +569,14 @@ class Runner:
             due = min(timeline.completed_through(datetime.now(UTC)), final)
             report.days_behind = (due - progress.last_inferred).days
             report.done = progress.last_inferred >= final and self._next_point(progress).as_of > final
-        except SimulationError:
+        except NeedsAction:
             raise
+        except psycopg2.ProgrammingError as error:  # a table or column the statement expects is not there
+            raise SimulationError(
+                f"PostgreSQL at {self.settings.database_url.rsplit('@', 1)[-1]} refused a statement of the runner: "
+                f"{str(error).strip()}. The database's schema is not the one the migrations in lib/migrations build; "
+                "retrying cannot fix this, so the runner stops"
+            ) from error
         except (StepFailed, DatabaseError, LakeError, psycopg2.Error, MlflowException) as error:
             report.failure = str(error)
         except Exception as error:  # an outage shows up as many exception types; the runner must survive it
@@ -644,16 +652,17 @@ def describe_model(settings: Settings, start_date: date) -> tuple[str, bool]:
 
     A model whose test period (from its MLflow run) reaches the simulation's start was trained or
     evaluated on collisions it is about to score: its monitored quality would be too good. A
-    registry without the model raises SimulationError: every 03_infer would fail.
+    registry without the model raises ModelNotFound: every 03_infer would fail.
     """
     try:
         version = _model_version(settings)
         run = mlflow.MlflowClient(settings.mlflow_tracking_uri).get_run(version.run_id)
     except MlflowException as error:
         if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            raise SimulationError(
-                f"the MLflow registry at {settings.mlflow_tracking_uri} has no {settings.model_uri}: train and "
-                f"promote a model first (make training-workflow)"
+            raise ModelNotFound(
+                f"looked up {settings.model_uri} in the MLflow registry at {settings.mlflow_tracking_uri}: "
+                f"{error.message}. Check MODEL_NAME, MODEL_ALIAS, MODEL_VERSION and MLFLOW_TRACKING_URI in .env; "
+                "`make training-workflow` trains, registers and promotes a model"
             ) from None
         return f"Could not look up {settings.model_uri} in MLflow ({error}); the ticks will retry.", True
     last_tested = range_end(run.data.params, TEST_RANGE_PARAM)

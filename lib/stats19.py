@@ -9,8 +9,10 @@ candidates are tried in this order; "not found" (HTTP 404, or no such file) move
    read as a stream of batches and filtered to the year, never held whole in memory.
 
 Only when every candidate is missing does `fetch` raise `YearNotPublished` ("year 2031 is not published
-at <base url>"). Other HTTP failures are retried with exponential backoff when transient (connection
-errors, timeouts, cut transfers, 429 and 5xx; `Retry-After` is honoured) and reported otherwise.
+at <base url>"). A host name that does not resolve fails at once (`HostNotFound`: no retry heals it;
+the message points at synthetic data and mirrors). Other HTTP failures are retried with exponential
+backoff when transient (connection errors, timeouts, cut transfers, 429 and 5xx; `Retry-After` is
+honoured) and reported otherwise.
 
 Downloads stream to `<cache_dir>/<name>.part` with a progress bar and are renamed when complete. A
 cached copy is revalidated with a conditional GET (ETag / Last-Modified, saved next to it), so the
@@ -44,6 +46,7 @@ import json
 import logging
 import os
 import re
+import socket
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -59,6 +62,7 @@ import pyarrow.csv as pacsv
 import requests
 from tqdm import tqdm
 
+from lib.errors import NeedsAction
 from lib.validate import Finding, ValidationError, validate_year
 
 logger = logging.getLogger(__name__)
@@ -162,6 +166,10 @@ MAX_RETRY_AFTER = 120.0
 
 class DownloadError(RuntimeError):
     """A file could not be downloaded; the message names the URL."""
+
+
+class HostNotFound(DownloadError, NeedsAction):
+    """The base URL's host name does not resolve; retrying will not change that."""
 
 
 class NotFound(DownloadError):
@@ -304,12 +312,36 @@ def _download_http(url: str, dest: Path, progress: bool, retries: int, backoff: 
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
                 _Transient) as error:  # fmt: skip
             part.unlink(missing_ok=True)
+            if _name_not_resolved(error):
+                host = urlparse(url).hostname
+                raise HostNotFound(
+                    f"{url}: the host name {host} did not resolve ({error.__class__.__name__}), so nothing was "
+                    f"downloaded. Without access to {host}, use synthetic data (`make demo DEMO_DATA=synthetic`) "
+                    "or a mirror laid out like DfT's: STATS19_BASE_URL=file:///path/to/road-accidents-safety-data/ "
+                    "in .env"
+                ) from error
             if attempt == retries:
                 raise DownloadError(f"{url}: giving up after {retries + 1} attempts; last error: {error}") from error
             delay = getattr(error, "retry_after", None) or backoff * 2**attempt
             logger.warning("Downloading %s failed (%s); retrying in %.1f s.", url, error, delay)
             time.sleep(delay)
             attempt += 1
+
+
+def _name_not_resolved(error: BaseException) -> bool:
+    """Whether a DNS lookup failure lies anywhere in the exception's chain (requests wraps urllib3 wraps socket)."""
+    seen = set()
+    pending = [error]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, socket.gaierror):
+            return True
+        pending += [current.__cause__, current.__context__, getattr(current, "reason", None),
+                    *(arg for arg in getattr(current, "args", ()) if isinstance(arg, BaseException))]
+    return False
 
 
 def _get(url: str, dest: Path, part: Path, meta_path: Path, headers: dict, progress: bool, timeout: float) -> Path:

@@ -10,11 +10,15 @@ monitors every complete window of MONITOR_WINDOW_DAYS (04_monitor) and retrains 
 recommends it (02_train, unless MODEL_VERSION pins the model). A runner that is behind, after a
 pause or at start-up, runs ticks back to back until it has caught up. The timeline lives in
 PostgreSQL: a restart continues it, and `kill -9` at any moment loses and duplicates nothing.
-A failed notebook is retried after 1, 2, 4, ... ticks; the runner carries on. Ctrl-C or SIGTERM
-stops the running notebook cleanly (recorded as interrupted, redone on restart) and exits.
+A notebook that failed on a fault that may heal (a server down, a timeout) is retried after 1, 2,
+4, ... ticks while the runner carries on; an error that retrying cannot fix (no such model or
+alias, keys the lake refuses, a malformed setting) stops the runner with exit code 2 and a message
+naming the setting to check. Ctrl-C or SIGTERM stops the running notebook cleanly (recorded as
+interrupted, redone on restart) and exits.
 
 Exit codes: 0 done (--days/--until reached, or the end of the ingested data), 1 unexpected error,
-2 bad configuration or input, 3 PostgreSQL unreachable at start-up, 130 stopped by a signal.
+2 bad configuration or input, or an error retrying cannot fix, 3 PostgreSQL unreachable at start-up,
+130 stopped by a signal.
 """
 
 from __future__ import annotations
@@ -32,8 +36,9 @@ import schedule
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lib import clock, simulation  # noqa: E402
-from lib.config import ConfigError, Settings, load_settings  # noqa: E402
+from lib.config import Settings, configure  # noqa: E402
 from lib.db import DatabaseError, session  # noqa: E402
+from lib.errors import NeedsAction  # noqa: E402
 from lib.notebooks import handle_sigterm_as_interrupt  # noqa: E402
 
 log = logging.getLogger("simulate")
@@ -67,6 +72,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="start over: delete the simulation's timeline, predictions, metrics and retraining events",
     )
     parser.add_argument("--yes", action="store_true", help="do not ask before --reset deletes")
+    parser.add_argument("--start-date", type=_date,
+                        help="first simulated day of a new timeline, for this run (default SIMULATION_START_DATE)")
+    parser.add_argument("--seconds-per-day", type=float,
+                        help="real seconds per simulated day and between ticks, for this run (default "
+                             "SECONDS_PER_DAY and EVAL_SCHEDULER_INCREMENT)")
     parser.add_argument(
         "--max-chunk-days",
         type=_positive_int,
@@ -86,6 +96,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--verbose", action="store_true", help="also log each notebook run and the services' chatter")
     return parser.parse_args(argv)
+
+
+def run_overrides(args: argparse.Namespace) -> dict[str, str]:
+    """The environment with this run's --start-date and --seconds-per-day in place of their settings."""
+    overrides = dict(os.environ)
+    if args.start_date:
+        overrides["SIMULATION_START_DATE"] = args.start_date.isoformat()
+    if args.seconds_per_day:
+        overrides["SECONDS_PER_DAY"] = overrides["EVAL_SCHEDULER_INCREMENT"] = f"{args.seconds_per_day:g}"
+    return overrides
 
 
 def configure_logging(verbose: bool) -> None:
@@ -168,13 +188,10 @@ def run(settings: Settings, runner: simulation.Runner, timeline: clock.Timeline)
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging(args.verbose)
-    # The runner retries failed steps itself; MLflow's own retries would hold a tick (and the
-    # notebooks' kernels, which inherit this) for about four minutes when the server is down.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
     handle_sigterm_as_interrupt()
     runner = None
     try:
-        settings = load_settings()
+        settings = configure(run_overrides(args))
         if args.reset:
             if not confirm_reset(settings, args.yes):
                 return EXIT_BAD_INPUT
@@ -191,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             warm_kernel=not args.fresh_kernels,
         )
         return run(settings, runner, timeline)
-    except (ConfigError, simulation.SimulationError) as error:
+    except NeedsAction as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except DatabaseError as error:

@@ -48,3 +48,9 @@ def test_unreachable_database_names_the_server_without_the_password():
     with pytest.raises(db.DatabaseError, match=r"127\.0\.0\.1:1/") as error:
         db.connect("postgresql://user:hunter2@127.0.0.1:1/nothing")
     assert "hunter2" not in str(error.value)
+
+
+def test_a_database_that_does_not_exist_is_refused_at_once_not_retried(settings):
+    missing = settings.database_url.rsplit("/", 1)[0] + "/no_such_database"
+    with pytest.raises(db.DatabaseRefused, match=r"no_such_database.* does not exist; check DATABASE_URL in \.env"):
+        db.connect(missing, retries=3, delay=0.01)

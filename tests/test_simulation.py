@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -134,6 +134,39 @@ def test_catching_up_goes_in_bounded_chunks_and_failures_back_off():
     assert skipped == [1, 2, 4, 4]
     backoff.succeeded()
     assert not backoff.should_skip() and backoff.failed() == 1
+
+
+def test_a_model_missing_from_the_registry_stops_the_runner_at_start(settings, fresh_database, tmp_path):
+    env = {**os.environ, "DATABASE_URL": fresh_database, "MODEL_NAME": "no_such_model", "REPORTS_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, str(SIMULATE), "--days", "3"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert f"looked up models:/no_such_model@champion in the MLflow registry at {settings.mlflow_tracking_uri}" \
+        in done.stderr
+    assert "MODEL_NAME" in done.stderr and "make training-workflow" in done.stderr
+
+
+def test_a_notebook_error_that_retrying_cannot_fix_stops_the_runner(settings, tmp_path):
+    """Only the error's class name crosses the kernel: the runner must still tell it from an outage."""
+    runner = simulation.Runner(replace(settings, model_name="no_such_model", reports_dir=tmp_path), warm_kernel=False)
+    try:
+        with pytest.raises(simulation.SimulationError,
+                           match=r"03_infer failed: ModelNotFound: looked up models:/no_such_model@champion .*"
+                                 r"Retrying cannot fix this, so the runner stops"):
+            runner._infer(date(2023, 1, 1), date(2023, 1, 2), simulation.TickReport())
+    finally:
+        runner.close()
+
+
+def test_a_database_schema_the_runner_does_not_know_stops_it(settings, fresh_database):
+    with session(fresh_database) as conn, conn.cursor() as cur:
+        cur.execute("DROP TABLE simulation_state")
+    runner = simulation.Runner(replace(settings, database_url=fresh_database), warm_kernel=False)
+    try:
+        with pytest.raises(simulation.SimulationError, match=r'relation "simulation_state" does not exist.*stops'):
+            runner.tick()
+    finally:
+        runner.close()
 
 
 def _administer(server: str, statement: str) -> None:

@@ -20,6 +20,7 @@ from lib.config import ROOT
 from lib.stats19 import (
     SCHEMA,
     DownloadError,
+    HostNotFound,
     YearNotPublished,
     candidate_files,
     canonical_columns,
@@ -185,6 +186,16 @@ def test_persistent_server_errors_give_up_with_the_url(http_folder, small_year):
     handler.failures[name] = 99
     with pytest.raises(DownloadError, match=rf"{base}{name}: giving up after 3 attempts"):
         fetch(base, 2023, "collision", folder.parent / "cache", progress=False, retries=2, backoff=0.01)
+
+
+def test_a_host_that_does_not_resolve_fails_at_once_and_points_at_the_offline_ways(tmp_path, caplog):
+    base = "https://stats19.invalid/road-accidents-safety-data/"  # .invalid never resolves (RFC 6761)
+    with pytest.raises(HostNotFound) as error:
+        fetch(base, 2023, "collision", tmp_path / "cache", progress=False, retries=5, backoff=10)
+    message = str(error.value)
+    assert message.startswith(f"{base}dft-road-casualty-statistics-collision-2023.csv: the host name stats19.invalid")
+    assert "DEMO_DATA=synthetic" in message and "STATS19_BASE_URL=file://" in message
+    assert not [record for record in caplog.records if "retrying" in record.getMessage()]
 
 
 def test_a_cached_download_is_revalidated_not_downloaded_again(http_folder, small_year):
