@@ -631,21 +631,19 @@ def log_model(
         )
 
 
-def attach_notebook(run_id: str, path: str | Path) -> None:
-    """Attach an executed notebook (or its HTML copy) to an MLflow run, under `notebook/`, after the run ended."""
-    mlflow.MlflowClient().log_artifact(run_id, str(path), artifact_path=NOTEBOOK_ARTIFACT_DIR)
-
-
-def attach_executed_notebook(notebook_run_id: str, *paths: str | Path | None) -> list[str]:
+def attach_executed_notebook(tracking_uri: str, notebook_run_id: str, *paths: str | Path | None) -> list[str]:
     """Attach the outputs of one notebook execution to every MLflow run it tagged `notebook_run_id`.
 
     For the executor: pass its run id as the notebook's `notebook_run_id` parameter, and once the
-    executed notebook and HTML are written, call this with them. Returns the MLflow run ids."""
-    runs = mlflow.search_runs(
-        search_all_experiments=True, output_format="list", filter_string=f"tags.notebook_run_id = '{notebook_run_id}'"
+    executed notebook and HTML are written, call this with them. The files go under `notebook/` of
+    each run (after the run ended). Returns the MLflow run ids."""
+    client = mlflow.MlflowClient(tracking_uri)
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        filter_string=f"tags.notebook_run_id = '{notebook_run_id}'",
     )
     for run in runs:
         for path in paths:
             if path is not None and Path(path).exists():
-                attach_notebook(run.info.run_id, path)
+                client.log_artifact(run.info.run_id, str(path), artifact_path=NOTEBOOK_ARTIFACT_DIR)
     return [run.info.run_id for run in runs]

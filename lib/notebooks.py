@@ -28,6 +28,7 @@ import asyncio
 import json
 import logging
 import math
+import re
 import shutil
 import signal
 import tempfile
@@ -95,9 +96,10 @@ class RunResult:
     output_ipynb: Path | None
     output_html: Path | None
     failed_cell: int | None = None
-    failed_cell_first_line: str | None = None
+    failed_line: str | None = None
     error_name: str | None = None
     error_value: str | None = None
+    warnings: tuple[str, ...] = ()  # what went wrong around the run without failing it
     recorded: bool = field(default=True, compare=False)
 
     @property
@@ -112,7 +114,7 @@ class RunResult:
             what = {"failed": "failed", "timed_out": "timed out", "interrupted": "was interrupted"}[self.status]
             where = ""
             if self.failed_cell is not None:
-                where = f" in cell {self.failed_cell} (`{self.failed_cell_first_line}`)"
+                where = f" in cell {self.failed_cell} (`{self.failed_line}`)"
             lines = [
                 f"{self.notebook} {what}{where} after {self.duration_s:.1f} s:",
                 f"    {self.error_name}: {self.error_value}",
@@ -121,6 +123,7 @@ class RunResult:
             lines.append(f"  executed notebook: {self.output_ipynb}")
         if self.output_html:
             lines.append(f"  HTML report:       {self.output_html}")
+        lines += [f"  warning:           {warning}" for warning in self.warnings]
         table = "recorded in notebook_runs" if self.recorded else "not recorded"
         lines.append(f"  run id:            {self.run_id} ({table})")
         return "\n".join(lines)
@@ -503,7 +506,8 @@ def _record_outcome(database_url: str, result: RunResult) -> None:
     with db.session(database_url) as conn, conn.cursor() as cur:
         cur.execute(
             "UPDATE notebook_runs SET status = %s, finished_at = %s, duration_s = %s, output_ipynb = %s,"
-            " output_html = %s, failed_cell = %s, error_name = %s, error_value = %s WHERE run_id = %s",
+            " output_html = %s, failed_cell = %s, error_name = %s, error_value = %s, warnings = %s"
+            " WHERE run_id = %s",
             (
                 result.status,
                 datetime.now(UTC),
@@ -513,6 +517,7 @@ def _record_outcome(database_url: str, result: RunResult) -> None:
                 result.failed_cell,
                 result.error_name,
                 result.error_value,
+                list(result.warnings),
                 result.run_id,
             ),
         )
@@ -579,20 +584,37 @@ def _cancel_abandoned_tasks() -> None:
     loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
 
 
-def _first_line(source: str, width: int = 80) -> str:
-    line = next((line.strip() for line in source.splitlines() if line.strip()), "")
+def _shorten(line: str, width: int = 80) -> str:
+    line = line.strip()
     return line if len(line) <= width else line[: width - 1] + "…"
 
 
+# IPython names the failing line of a cell in its traceback as "Cell In[7], line 12".
+_CELL_FRAME = re.compile(r"Cell In\[\d+\], line (\d+)")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _failing_line(cell: nbformat.NotebookNode) -> str:
+    """The cell's line that raised, from its error output's traceback; else its first non-blank line."""
+    lines = cell.source.splitlines()
+    for output in cell.get("outputs", []):
+        if output.get("output_type") != "error":
+            continue
+        match = _CELL_FRAME.search(_ANSI.sub("", "\n".join(output.get("traceback", []))))
+        if match and 0 < int(match[1]) <= len(lines):
+            return _shorten(lines[int(match[1]) - 1])
+    return _shorten(next((line for line in lines if line.strip()), ""))
+
+
 def _stopped_cell(nb: nbformat.NotebookNode) -> tuple[int | None, str | None]:
-    """The last cell that started executing, as (index in the source notebook, first line)."""
+    """The last cell that started executing, as (index in the source notebook, the line that failed)."""
     index, stopped = 0, (None, None)
     for cell in nb.cells:
         tags = cell.metadata.get("tags", [])
         if INJECTED_TAG in tags or ERROR_MARKER_TAG in tags:
             continue
         if cell.metadata.get("papermill", {}).get("start_time"):
-            stopped = (index, _first_line(cell.source))
+            stopped = (index, _failing_line(cell))
         index += 1
     return stopped
 
@@ -604,37 +626,48 @@ def _finish_output(output: Path, source: Path, status: str, error_value: str | N
     nb = nbformat.read(output, as_version=4)
     # papermill stores the input it was given, here the whole notebook object: keep the path instead.
     nb.metadata.setdefault("papermill", {})["input_path"] = str(source)
-    cell, first_line = (None, None) if status == "succeeded" else _stopped_cell(nb)
+    cell, failed_line = (None, None) if status == "succeeded" else _stopped_cell(nb)
     if status in ("timed_out", "interrupted") and cell is not None:
         # papermill flags failed cells itself; these banners use its tag so a rerun drops them too.
         what = "timed out" if status == "timed_out" else "was interrupted"
         banner = nbformat.v4.new_markdown_cell(
-            f"**This run {what} in cell {cell}** (`{first_line}`): {error_value}. Later cells did not run."
+            f"**This run {what} in cell {cell}** (`{failed_line}`): {error_value}. Later cells did not run."
         )
         banner.metadata["tags"] = [ERROR_MARKER_TAG]
         nb.cells.insert(0, banner)
     nbformat.write(nb, output)
-    return cell, first_line
+    return cell, failed_line
 
 
-def _html_copy(output: Path) -> Path | None:
+def _html_copy(output: Path, warnings: list[str]) -> Path | None:
     if not output.exists():
         return None
     try:
         return write_html(output)
-    except Exception:  # the run's outcome matters more than its HTML copy
+    except Exception as error:  # the run's outcome matters more than its HTML copy: a warning, not a failure
         logger.exception("Could not write the HTML copy of %s.", output)
+        warnings.append(f"the HTML copy of {output.name} was not written: {type(error).__name__}: {error}")
         return None
 
 
-def _attach_to_mlflow_runs(result: RunResult) -> None:
-    """A notebook that takes `notebook_run_id` tags its MLflow runs with it: attach the archive to them."""
+def _attach_to_mlflow_runs(result: RunResult) -> str | None:
+    """A notebook that takes `notebook_run_id` tags its MLflow runs with it: attach the archive to them.
+
+    Returns a warning when that did not happen (None when it did, or when a failed run made no MLflow run).
+    """
     from lib.model import attach_executed_notebook  # imports MLflow: only for notebooks that log to it
 
+    tracking_uri = load_settings().mlflow_tracking_uri
     try:
-        attach_executed_notebook(result.run_id, result.output_ipynb, result.output_html)
-    except Exception:  # the run's outcome matters more than this copy of its log
+        attached = attach_executed_notebook(tracking_uri, result.run_id, result.output_ipynb, result.output_html)
+    except Exception as error:  # the run's outcome matters more than this copy of its log
         logger.exception("Could not attach run %s's executed notebook to its MLflow runs.", result.run_id)
+        return f"the executed notebook was not attached to its MLflow run at {tracking_uri}: " \
+               f"{type(error).__name__}: {error}"
+    if not attached and result.ok:
+        return f"no MLflow run at {tracking_uri} is tagged notebook_run_id={result.run_id}, so the executed " \
+               "notebook was attached to none"
+    return None
 
 
 def execute(
@@ -695,20 +728,24 @@ def execute(
     except KeyboardInterrupt:
         status, error_name, error_value = "interrupted", "KeyboardInterrupt", "the run was interrupted"
     duration = time.monotonic() - clock
-    failed_cell, first_line = _finish_output(output, source, status, error_value)
+    failed_cell, failed_line = _finish_output(output, source, status, error_value)
+    warnings: list[str] = []
     result = replace(
         running,
         status=status,
         duration_s=duration,
         output_ipynb=output if output.exists() else None,
-        output_html=_html_copy(output),
+        output_html=_html_copy(output, warnings),
         failed_cell=failed_cell,
-        failed_cell_first_line=first_line,
+        failed_line=failed_line,
         error_name=error_name,
         error_value=error_value,
     )
     if RUN_ID_PARAMETER in effective and result.output_ipynb is not None:
-        _attach_to_mlflow_runs(result)
+        warnings.append(_attach_to_mlflow_runs(result))
+    result = replace(result, warnings=tuple(filter(None, warnings)))
+    for warning in result.warnings:
+        logger.warning("Run %s of %s: %s.", run_id, source.stem, warning)
     if record:
         try:
             _record_outcome(database_url, result)

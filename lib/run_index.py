@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 INDEX_FILE = "index.html"
 RUNS_SQL = """
 SELECT run_id, notebook, parameters, status, started_at, duration_s, output_ipynb, output_html,
-       failed_cell, error_name, error_value
+       failed_cell, error_name, error_value, warnings
 FROM notebook_runs
 ORDER BY started_at DESC, run_id DESC
 """
@@ -45,6 +45,7 @@ td.parameters { font-family: monospace; font-size: 0.85em; max-width: 40em; over
 td.number { text-align: right; }
 .status { font-weight: bold; }
 .error { color: #cf222e; font-size: 0.85em; }
+.warning { color: #9a6700; font-size: 0.85em; }
 """
 
 
@@ -74,9 +75,10 @@ def _row(run: dict, reports_dir: Path) -> str:
         where = f"cell {run['failed_cell']}: " if run["failed_cell"] is not None else ""
         error = (
             f'<div class="error">{html.escape(where)}{html.escape(run["error_name"])}: '
-            + html.escape((run["error_value"] or "")[:300])
+            + html.escape(run["error_value"] or "")
             + "</div>"
         )
+    error += "".join(f'<div class="warning">warning: {html.escape(w)}</div>' for w in run["warnings"] or [])
     duration = f"{run['duration_s']:.1f} s" if run["duration_s"] is not None else ""
     links = " ".join(
         filter(None, [_link(run["output_html"], reports_dir, "HTML"), _link(run["output_ipynb"], reports_dir, "ipynb")])

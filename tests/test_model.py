@@ -17,6 +17,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow.exceptions import MlflowException
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
 from lib import db
@@ -247,7 +248,8 @@ def test_the_executed_notebook_is_attached_to_its_run(trained, settings):
     first = results[0]
     # The executor passed its run id as the notebook's `notebook_run_id` and attached its archive afterwards.
     champion = mlflow.MlflowClient(settings.mlflow_tracking_uri).get_model_version_by_alias(model_name, "champion")
-    assert champion.run_id in attach_executed_notebook(first.run_id)  # the runs tagged with that id
+    # The runs tagged with that id (attaching again replaces the same files).
+    assert champion.run_id in attach_executed_notebook(settings.mlflow_tracking_uri, first.run_id)
     attached = {a.path for a in mlflow.MlflowClient().list_artifacts(champion.run_id, "notebook")}
     assert attached == {f"notebook/{first.output_ipynb.name}", f"notebook/{first.output_html.name}"}
 
@@ -286,5 +288,5 @@ def test_champion_loads_in_a_fresh_process_and_predicts_from_rows_without_target
     assert np.allclose(in_process["p_ksi"], output["p_ksi"])
     threshold = champion.metadata.metadata["alert_threshold"]
     assert output["ksi_alert"].equals(output["p_ksi"] >= threshold)
-    with pytest.raises(Exception, match="speed_limit"):
+    with pytest.raises(MlflowException, match="speed_limit"):
         mlflow.pyfunc.load_model(f"models:/{model_name}@champion").predict(rows.drop(columns=["speed_limit"]))

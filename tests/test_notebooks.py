@@ -168,11 +168,18 @@ def test_a_successful_run_is_archived_and_recorded(settings, reports):
     assert row["notebook"] == "succeeds" and row["status"] == "succeeded"
     assert row["parameters"] == {"greeting": "bonjour", "repeat": 2, "notebook_run_id": result.run_id}
     assert row["duration_s"] > 0 and row["finished_at"] > row["started_at"]
+    # It takes `notebook_run_id` but logged no MLflow run: its archive could be attached to none, and
+    # that is said in the result, the table and the run index instead of only in a log line.
+    [warning] = result.warnings
+    tracking = settings.mlflow_tracking_uri
+    assert warning.startswith(f"no MLflow run at {tracking} is tagged notebook_run_id={result.run_id}")
+    assert row["warnings"] == [warning] and f"warning:           {warning}" in result.describe()
     assert row["output_ipynb"] == str(result.output_ipynb) and row["output_html"] == str(result.output_html)
     assert row["failed_cell"] is None and row["error_name"] is None
     # Every run, whoever started it, is listed in the run index at once.
     index = (reports / "index.html").read_text()
     assert result.run_id in index and f'href="runs/succeeds/{result.run_id}.html"' in index
+    assert "warning: no MLflow run at" in index
 
 
 def test_a_failing_cell_exits_non_zero_names_the_cell_and_keeps_the_output(settings, reports):
@@ -180,7 +187,7 @@ def test_a_failing_cell_exits_non_zero_names_the_cell_and_keeps_the_output(setti
     _, stderr = process.communicate(timeout=60)
 
     assert process.returncode == 1
-    assert "fails failed in cell 3 (`ratio = 1 / divisor`)" in stderr
+    assert "fails failed in cell 3 (`ratio = 1 / denominator`)" in stderr  # the line that raised
     assert "ZeroDivisionError: division by zero" in stderr
     output = _only_output(reports, "fails")
     assert str(output) in stderr and output.with_suffix(".html").is_file()

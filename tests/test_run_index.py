@@ -22,6 +22,7 @@ def _run(reports: Path, **fields) -> dict:
         "failed_cell": None,
         "error_name": None,
         "error_value": None,
+        "warnings": [],
     }
     return {**run, **fields}
 
@@ -53,3 +54,12 @@ def test_the_index_links_relatively_and_escapes_what_the_runs_recorded(tmp_path)
     rows = re.findall(r"<tr><td>.*?</tr>", page)
     assert [re.findall(r'class="status"[^>]*>(\w+)<', row)[0] for row in rows] == ["failed", "running", "succeeded"]
     assert "3 run(s): 1 failed, 1 running, 1 succeeded" in page
+
+
+def test_the_index_keeps_a_long_error_whole_and_shows_warnings(tmp_path):
+    cause = "https://data.dft.gov.uk/x.csv: the host name did not resolve; " + "use a mirror " * 40 + "END-OF-CAUSE"
+    runs = [_run(tmp_path, status="failed", error_name="HostNotFound", error_value=cause),
+            _run(tmp_path, warnings=["the executed notebook was not attached to its MLflow run"])]
+    page = render(runs, tmp_path, datetime(2025, 3, 2, tzinfo=UTC))
+    assert "END-OF-CAUSE" in page
+    assert "warning: the executed notebook was not attached to its MLflow run" in page

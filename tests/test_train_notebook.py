@@ -11,7 +11,6 @@ import uuid
 import mlflow
 import pytest
 
-from lib.config import NOTEBOOKS_DIR
 from lib.features import TARGET_COLUMNS
 from lib.ingest import CURATED
 from lib.lake import open_lake
@@ -23,8 +22,6 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def ingested_mirror(stack, settings, mirror):
-    if not (NOTEBOOKS_DIR / "01_ingest.py").exists():
-        pytest.skip("notebooks/01_ingest.py does not exist yet: the lake cannot be filled from the mirror")
     result = execute("01_ingest", {"base_url": mirror.as_uri() + "/", "years": "2014-2018"}, progress=False)
     assert result.ok, result.describe()
     return open_lake(settings)
