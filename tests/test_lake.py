@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import threading
 import time
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -75,26 +78,74 @@ def test_file_lake_rejects_unknown_schemes():
         Lake("ftp://somewhere")
 
 
+class KillingProxy:
+    """A TCP relay in front of the S3 server that kills the server once a data file's upload is under way.
+
+    It watches the bytes the client sends: after `after_bytes` of a PUT whose path names a partition's
+    data file (`part-...`), it calls `kill`, so the server dies mid-upload, before any manifest is written.
+    """
+
+    def __init__(self, upstream_port: int, kill, after_bytes: int = 256 * 1024):
+        self.upstream_port, self.kill, self.after_bytes = upstream_port, kill, after_bytes
+        self.killed = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            except OSError:  # the server is down: refuse the client as the server itself would
+                client.close()
+                continue
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, from_client: bool) -> None:
+        uploading, sent = False, 0
+        try:
+            while chunk := source.recv(65536):
+                if from_client and chunk.startswith(b"PUT ") and b"/part-" in chunk.split(b"\r\n", 1)[0]:
+                    uploading, sent = True, 0
+                sent += len(chunk)
+                if uploading and sent >= self.after_bytes and not self.killed.is_set():
+                    self.killed.set()
+                    self.kill()
+                sink.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
 def test_a_server_killed_mid_write_leaves_the_committed_partition_intact(tmp_path):
-    """Kill -9 the S3 server while a partition is being rewritten; the old one must survive."""
+    """Kill -9 the S3 server while a new data file is being uploaded; the old partition must survive whole."""
     settings = load_settings(private_variables("crash"))
     store = ObjectStore("s3", settings, tmp_path, True)
     store.wait_until_healthy(store.start(), time.monotonic() + 30)
+    proxy = KillingProxy(store.port, lambda: os.kill(store.process().pid, signal.SIGKILL))
     try:
-        lake = open_lake(settings)
-        lake.write_partition("curated/collisions", 2018, frame(1000, "OLD"))
+        open_lake(settings).write_partition("curated/collisions", 2018, frame(1000, "OLD"))
 
         big = frame(400_000, "NEW").assign(payload=lambda d: d["collision_index"] + "-" + os.urandom(8).hex())
-        killer = threading.Timer(0.3, lambda: os.kill(store.process().pid, signal.SIGKILL))
-        killer.start()
+        through_proxy = replace(settings, s3_endpoint_url=f"http://127.0.0.1:{proxy.port}")
         with pytest.raises(LakeError, match="cannot reach the S3 endpoint"):
-            for _ in range(50):  # keep writing until the kill lands
-                lake.write_partition("curated/collisions", 2018, big)
-        killer.join()
+            open_lake(through_proxy).write_partition("curated/collisions", 2018, big)
+        assert proxy.killed.is_set(), "the server was not killed during the data file's upload"
 
         store.wait_until_healthy(store.start(), time.monotonic() + 30)
         survived = open_lake(settings).read_partition("curated/collisions", 2018)
-        assert len(survived) in (1000, 400_000)  # the old partition, or a complete new one: never a mix
-        assert survived["collision_index"].str[:3].nunique() == 1
+        assert len(survived) == 1000 and set(survived["collision_index"].str[:3]) == {"OLD"}
     finally:
+        proxy.close()
         store.stop()
