@@ -295,6 +295,8 @@ class Runner:
     `stop` is the last simulated day to process (None: run for ever). `train_parameters` are
     passed to 02_train on retraining (tests use fewer bootstrap resamples). With `warm_kernel`
     the notebooks share one kernel (see `lib.notebooks.WarmKernel`); `close()` shuts it down.
+    `lock` is the one-runner lock when the caller took it already (scripts/simulate.py does, before
+    a reset); `close()` releases it.
     """
 
     def __init__(
@@ -305,6 +307,7 @@ class Runner:
         retrain_cooldown_days: int = RETRAIN_COOLDOWN_DAYS,
         train_parameters: dict | None = None,
         warm_kernel: bool = True,
+        lock: RunnerLock | None = None,
     ):
         self.settings = settings
         self.stop = stop
@@ -313,7 +316,7 @@ class Runner:
         self.train_parameters = dict(train_parameters or {})
         self._data_years: tuple[int, int] | None = None
         self._retrain_failures: dict[date, int] = {}
-        self.lock = RunnerLock(settings.database_url)
+        self.lock = lock or RunnerLock(settings.database_url)
         # Notebook start-up (kernel, imports) costs more than a day's work: one kernel serves every run.
         self.kernel = notebooks.WarmKernel() if warm_kernel else None
 
@@ -371,8 +374,6 @@ class Runner:
                 "start_date": first.isoformat(),
                 "end_date": last.isoformat(),
                 "model_uri": self.settings.model_uri,
-                "database_url": self.settings.database_url,
-                "lake_uri": self.settings.lake_uri,
             },
         )
         with self._session() as conn:
@@ -574,8 +575,8 @@ class Runner:
         except psycopg2.ProgrammingError as error:  # a table or column the statement expects is not there
             raise SimulationError(
                 f"PostgreSQL at {self.settings.database_url.rsplit('@', 1)[-1]} refused a statement of the runner: "
-                f"{str(error).strip()}. The database's schema is not the one the migrations in lib/migrations build; "
-                "retrying cannot fix this, so the runner stops"
+                f"{str(error).strip().splitlines()[0]}. The database's schema is not the one the migrations in "
+                "lib/migrations build; retrying cannot fix this, so the runner stops"
             ) from error
         except (StepFailed, DatabaseError, LakeError, psycopg2.Error, MlflowException) as error:
             report.failure = str(error)
@@ -623,7 +624,10 @@ class RunnerLock:
             held = cur.fetchone()[0]
         if not held:
             self.release()
-            raise SimulationError("another simulation runner is working on this database; stop it first")
+            raise SimulationError(
+                "another simulation runner is working on this database (it holds the runner lock); stop it first. "
+                "Nothing was changed"
+            )
 
     def release(self) -> None:
         if self.conn is not None and not self.conn.closed:

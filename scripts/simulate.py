@@ -189,9 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging(args.verbose)
     handle_sigterm_as_interrupt()
-    runner = None
+    runner = lock = None
     try:
         settings = configure(run_overrides(args))
+        # The one-runner lock comes first: a reset must never delete under a runner that is working.
+        lock = simulation.RunnerLock(settings.database_url)
+        lock.hold()
         if args.reset:
             if not confirm_reset(settings, args.yes):
                 return EXIT_BAD_INPUT
@@ -206,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             max_chunk_days=args.max_chunk_days,
             retrain_cooldown_days=args.retrain_cooldown_days,
             warm_kernel=not args.fresh_kernels,
+            lock=lock,
         )
         return run(settings, runner, timeline)
     except NeedsAction as error:
@@ -219,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     finally:
         if runner is not None:
-            runner.close()
+            runner.close()  # releases the lock too
+        elif lock is not None:
+            lock.release()
 
 
 if __name__ == "__main__":

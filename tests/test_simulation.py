@@ -362,6 +362,28 @@ def test_a_runner_stopped_at_any_moment_and_restarted_loses_and_duplicates_nothi
     assert snapshot(fresh_database) == {key: undisturbed[key] for key in ("predictions", "metrics", "state")}
 
 
+def test_a_reset_while_a_runner_works_is_refused_and_deletes_nothing(world, undisturbed, fresh_database, tmp_path):
+    env = simulation_env(world, fresh_database, tmp_path / "reports")
+    start_timeline_long_ago(fresh_database)
+    runner = Runner(env, tmp_path / "runner.log")
+
+    def counts() -> dict[str, int]:
+        with session(fresh_database) as conn:
+            return simulation.simulation_rows(conn)
+
+    wait_until(lambda: counts()["predictions"] > 0, "the runner has scored its first days", runner)
+    before = counts()
+    reset = subprocess.run([sys.executable, str(SIMULATE), "--reset", "--yes"], env=env, capture_output=True,
+                           text=True, timeout=120)
+    after = counts()
+    assert reset.returncode == 2, reset.stderr
+    assert "another simulation runner is working on this database" in reset.stderr and "Nothing was changed" in \
+        reset.stderr
+    assert all(after[table] >= before[table] for table in before), (before, after)  # the runner writes on
+    assert runner.wait() == 0, runner.output()
+    assert snapshot(fresh_database) == {key: undisturbed[key] for key in ("predictions", "metrics", "state")}
+
+
 @pytest.fixture
 def private_services(tmp_path):
     """Start a private PostgreSQL or S3 server that a test may stop and start again."""
