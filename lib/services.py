@@ -36,6 +36,7 @@ import requests
 from psycopg2 import sql
 
 from lib.config import SERVICES_DIR, Settings, environment, load_settings
+from lib.errors import NeedsAction
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,10 @@ START_TIMEOUT_S = 60.0
 
 class ServiceError(RuntimeError):
     """A service cannot be started, stopped or reached; the message says which and why."""
+
+
+class CredentialsRefused(ServiceError, NeedsAction):
+    """A running service refused the configured keys: waiting longer cannot help."""
 
 
 @dataclass
@@ -243,7 +248,10 @@ class Service:
 
     def status(self) -> ServiceStatus:
         proc = self.process() if self.embedded else None
-        ok, detail = self.healthy()
+        try:
+            ok, detail = self.healthy()
+        except CredentialsRefused as refused:
+            ok, detail = False, str(refused)
         return ServiceStatus(self.name, self.url, self.embedded, proc.pid if proc else None, ok, detail)
 
 
@@ -381,6 +389,12 @@ class ObjectStore(Service):
                 return False, f"bucket {self.bucket} does not exist yet"
             return True, f"bucket {self.bucket} ready" if self.bucket else "answers"
         except S3Error as error:
+            if error.code in ("SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied"):
+                raise CredentialsRefused(
+                    f"s3 at {self.url} refused the keys in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY ({error.code}). "
+                    "Check them in .env; if you changed them there while the embedded server ran, restart it "
+                    "(make down, then make up)"
+                ) from error
             return False, f"{error.code}: {error.message}"
         except Exception as error:  # connection refused, timeouts: not up (yet)
             return False, type(getattr(error, "reason", None) or error).__name__

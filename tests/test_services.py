@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+from dataclasses import replace
 
 import psutil
 import pytest
@@ -86,3 +87,11 @@ def test_embedded_means_on_this_machine_whatever_the_port():
     remote = load_settings({"DATABASE_URL": "postgresql://u@db.example:5432/x",
                             "MLFLOW_TRACKING_URI": "http://mlflow:5000"})
     assert embedded_services(remote) == {"s3"}
+
+
+def test_keys_the_running_s3_refuses_fail_at_once_and_name_the_variables(stack, settings):
+    s3 = next(service for service in stack.services if service.name == "s3")
+    wrong = replace(settings, aws_secret_access_key="not-the-secret")
+    with pytest.raises(ServiceError, match=r"refused the keys in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"):
+        Stack(wrong, state_dir=s3.state_dir, embedded={"s3"}).up()  # before: 60 s of polling, then a log tail
+    assert s3.status().healthy  # the running server was left alone
