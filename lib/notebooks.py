@@ -3,9 +3,10 @@
 A run reads a py:percent notebook, checks the parameters against the defaults in its cell
 tagged `parameters` (before any kernel starts), executes it in-process with papermill on an
 ipykernel of this interpreter, and leaves `REPORTS_DIR/runs/<notebook>/<run id>.ipynb` plus an
-HTML copy behind, whatever the outcome. The `notebook_runs` row is inserted as 'running' before
-the kernel starts and updated at the end, so a run killed outright stays visible as 'running';
-then `REPORTS_DIR/index.html` (lib.run_index) is rebuilt to list it.
+HTML copy behind, whatever the outcome. The `notebook_runs` row is inserted as 'running' (with the
+executing process) before the kernel starts and updated at the end; a run whose process was killed
+outright is marked 'interrupted' by the next run's start (lib.leftovers). Then
+`REPORTS_DIR/index.html` (lib.run_index) is rebuilt to list it.
 
 Outcomes. `execute` returns a `RunResult` for every run that finished: succeeded, failed (a cell
 raised, or the kernel died) or timed_out (a cell ran longer than the timeout). Callers that
@@ -52,8 +53,8 @@ from nbconvert import HTMLExporter
 from papermill.exceptions import PapermillExecutionError
 from papermill.execute import ERROR_MARKER_TAG
 
-from lib import db
-from lib.config import NOTEBOOKS_DIR, ROOT, load_settings
+from lib import db, leftovers
+from lib.config import NOTEBOOKS_DIR, ROOT, Settings, environment, load_settings
 from lib.run_index import INDEX_FILE, write_index
 
 logger = logging.getLogger(__name__)
@@ -346,11 +347,14 @@ class CallerKernelManager(AsyncKernelManager):
 
     The kernelspec comes from ipykernel itself, so a `python3` kernelspec installed elsewhere
     (for another interpreter) cannot take over. IPC keeps the kernel off TCP ports; the
-    folder is unique per kernel, so concurrent runs never share socket files.
+    folder is unique per kernel, so concurrent runs never share socket files. `environment` holds
+    variables set in the kernel on top of this process's (a run's own settings).
     """
 
-    def __init__(self, **kwargs):
-        self.socket_dir = Path(tempfile.mkdtemp(prefix="asf-kernel-"))
+    def __init__(self, environment: dict[str, str] | None = None, **kwargs):
+        self.environment = dict(environment or {})
+        self.socket_dir = Path(tempfile.mkdtemp(prefix=leftovers.KERNEL_FOLDER_PREFIX))
+        leftovers.claim_kernel_folder(self.socket_dir)
         self.clients = []
         kwargs.setdefault("transport", "ipc")
         kwargs.setdefault("ip", str(self.socket_dir / "kernel"))
@@ -361,7 +365,9 @@ class CallerKernelManager(AsyncKernelManager):
     def kernel_spec(self) -> KernelSpec:
         if self._kernel_spec is None:
             spec = get_kernel_dict()
-            self._kernel_spec = KernelSpec(resource_dir=RESOURCES, **{**spec, "argv": [*spec["argv"], FAST_EXIT]})
+            self._kernel_spec = KernelSpec(
+                resource_dir=RESOURCES, **{**spec, "argv": [*spec["argv"], FAST_EXIT], "env": self.environment}
+            )
         return self._kernel_spec
 
     def client(self, **kwargs):
@@ -479,18 +485,25 @@ def _new_run_id(now: datetime) -> str:
 
 
 def _insert_running(database_url: str, result: RunResult) -> None:
-    with db.session(database_url) as conn, conn.cursor() as cur:
-        cur.execute(
-            "INSERT INTO notebook_runs (run_id, notebook, parameters, status, started_at, output_ipynb)"
-            " VALUES (%s, %s, %s, 'running', %s, %s)",
-            (
-                result.run_id,
-                result.notebook,
-                json.dumps(result.parameters, default=str),
-                result.started_at,
-                str(result.output_ipynb),
-            ),
-        )
+    """Record the run as 'running' by this process, after marking runs whose process died as interrupted."""
+    process = leftovers.this_process()
+    with db.session(database_url) as conn:
+        leftovers.mark_abandoned_runs(conn)
+        with conn.cursor() as cur:
+            cur.execute(
+                "INSERT INTO notebook_runs (run_id, notebook, parameters, status, started_at, output_ipynb, host, pid,"
+                " process_started) VALUES (%s, %s, %s, 'running', %s, %s, %s, %s, %s)",
+                (
+                    result.run_id,
+                    result.notebook,
+                    json.dumps(result.parameters, default=str),
+                    result.started_at,
+                    str(result.output_ipynb),
+                    process["host"],
+                    process["pid"],
+                    process["process_started"],
+                ),
+            )
 
 
 def _refresh_index(database_url: str, reports_dir: Path) -> None:
@@ -530,10 +543,11 @@ def _run_papermill(
     timeout: float,
     progress: bool,
     kernel: WarmKernel | None = None,
+    environment: dict[str, str] | None = None,
 ) -> tuple[str, str | None, str | None]:
     """Execute; return (status, error name, error value). KeyboardInterrupt propagates."""
     busy = True  # until papermill returns or reports a cell error, the kernel may be mid-cell
-    km = kernel.manager() if kernel else CallerKernelManager()
+    km = kernel.manager() if kernel else CallerKernelManager(environment)
     try:
         papermill.execute_notebook(
             nb,
@@ -680,23 +694,27 @@ def execute(
     record: bool = True,
     progress: bool = True,
     kernel: WarmKernel | None = None,
+    settings: Settings | None = None,
 ) -> RunResult:
     """Run a notebook with parameters, archive it and record it; see the module docstring for outcomes.
 
-    `reports_dir`, `database_url` and `timeout` (seconds per cell) default to REPORTS_DIR,
-    DATABASE_URL and NOTEBOOK_TIMEOUT. `record=False` skips the database. A `notebook_run_id`
-    parameter left at None receives the run id. `kernel` runs the notebook in a `WarmKernel`
-    shared with other runs instead of a kernel of its own.
+    `settings` are the settings the notebook runs with (its kernel's environment); by default this
+    process's. `reports_dir`, `database_url` and `timeout` (seconds per cell) default to their
+    REPORTS_DIR, DATABASE_URL and NOTEBOOK_TIMEOUT. `record=False` skips the database. A
+    `notebook_run_id` parameter left at None receives the run id. `kernel` runs the notebook in a
+    `WarmKernel` shared with other runs (and so with this process's settings) instead of a kernel of its own.
     """
     source = resolve_notebook(notebook)
     nb = read_notebook(source)
     parameters = dict(parameters or {})
     effective = check_parameters(source, nb, parameters)
+    if settings is not None and kernel is not None:
+        raise ValueError("a warm kernel runs with the settings it started with; pass settings or kernel, not both")
     if reports_dir is None or timeout is None or (record and database_url is None):
-        settings = load_settings()
-        reports_dir = settings.reports_dir if reports_dir is None else reports_dir
-        timeout = settings.notebook_timeout if timeout is None else timeout
-        database_url = settings.database_url if database_url is None else database_url
+        resolved = settings or load_settings()
+        reports_dir = resolved.reports_dir if reports_dir is None else reports_dir
+        timeout = resolved.notebook_timeout if timeout is None else timeout
+        database_url = resolved.database_url if database_url is None else database_url
     if timeout <= 0:
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
 
@@ -719,12 +737,15 @@ def execute(
     )
     if record:
         _insert_running(database_url, running)
+    leftovers.remove_orphan_kernel_folders()
     output.parent.mkdir(parents=True, exist_ok=True)
     logger.info("Running %s as run %s with parameters %s.", source.stem, run_id, parameters or "(defaults)")
 
     clock = time.monotonic()
     try:
-        status, error_name, error_value = _run_papermill(nb, output, parameters, timeout, progress, kernel)
+        status, error_name, error_value = _run_papermill(
+            nb, output, parameters, timeout, progress, kernel, environment(settings) if settings else None
+        )
     except KeyboardInterrupt:
         status, error_name, error_value = "interrupted", "KeyboardInterrupt", "the run was interrupted"
     duration = time.monotonic() - clock
