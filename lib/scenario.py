@@ -87,14 +87,7 @@ def write_synthetic_mirror(
 
 
 def _run(notebook: str, parameters: dict, settings: Settings, progress: bool) -> notebooks.RunResult:
-    result = notebooks.execute(
-        notebook,
-        parameters,
-        reports_dir=settings.reports_dir,
-        database_url=settings.database_url,
-        timeout=settings.notebook_timeout,
-        progress=progress,
-    )
+    result = notebooks.execute(notebook, parameters, settings=settings, progress=progress)
     return result.raise_for_status()
 
 
@@ -102,7 +95,7 @@ def ingest(settings: Settings, years: tuple[int, ...], base_url: str, progress: 
     """01_ingest for `years` from `base_url` into LAKE_URI (years already there are left as they are)."""
     years_text = ",".join(map(str, years))
     return _run(
-        "01_ingest", {"years": years_text, "base_url": base_url, "lake_uri": settings.lake_uri}, settings, progress
+        "01_ingest", {"years": years_text, "base_url": base_url}, settings, progress
     )
 
 

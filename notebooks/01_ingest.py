@@ -32,7 +32,6 @@
 # %% tags=["parameters"]
 years = None  # e.g. "2014-2018" or "2019,2021"; None: STATS19_YEARS
 base_url = None  # DfT, or a mirror laid out like it (http, https, file://); None: STATS19_BASE_URL
-lake_uri = None  # None: LAKE_URI
 force = False  # True: rebuild partitions even when the files are unchanged
 
 # %%
@@ -52,7 +51,7 @@ logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
 settings = configure()
 year_list = parse_years(str(years), "years") if years else settings.stats19_years
 base_url = base_url or settings.stats19_base_url
-lake = open_lake(settings, lake_uri)
+lake = open_lake(settings)
 display(Markdown(f"Ingesting **{', '.join(map(str, year_list))}** from `{base_url}` into `{lake.uri}`."))
 
 # %% [markdown]

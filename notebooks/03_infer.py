@@ -37,8 +37,6 @@ start_date = ""  # ISO date: the first collision date of the window
 end_date = ""  # ISO date: the last collision date of the window (inclusive)
 model_uri = None  # None: MODEL_VERSION if pinned, else MODEL_ALIAS of MODEL_NAME (models:/name@alias)
 predict_url = None  # None or "": score in this process; else a model server such as http://127.0.0.1:15001
-database_url = None  # None: DATABASE_URL
-lake_uri = None  # None: LAKE_URI
 
 # %%
 import time
@@ -58,7 +56,7 @@ logging.basicConfig(level=logging.INFO, format="%(message)s")
 settings = configure()
 window = inference.Window.parse(start_date, end_date)
 model = inference.resolve_model(model_uri or settings.model_uri, settings.mlflow_tracking_uri)
-lake = open_lake(settings, lake_uri)
+lake = open_lake(settings)
 how = f"by the model server at {predict_url}" if predict_url else "in this process"
 print(f"Window {window}: {model.describe()}, scoring {how}.")
 
@@ -76,7 +74,7 @@ elif predict_url:
 else:
     predictions = inference.InProcessScorer(model, settings.mlflow_tracking_uri).score(collisions)
 scoring_seconds = time.monotonic() - scoring_started
-written = inference.write_predictions(database_url or settings.database_url, window, model, collisions, predictions)
+written = inference.write_predictions(settings.database_url, window, model, collisions, predictions)
 
 # %% [markdown]
 # ## Summary

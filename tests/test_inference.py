@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -112,9 +113,9 @@ def test_the_alias_resolves_to_the_registered_version_and_its_threshold(champion
 
 
 def test_january_2018_scores_the_same_in_process_and_through_the_server(champion, settings, fresh_database):
-    parameters = {"start_date": JANUARY[0], "end_date": JANUARY[1], "lake_uri": champion.lake_uri,
-                  "model_uri": champion.model_uri, "database_url": fresh_database}
-    first = execute("03_infer", parameters, progress=False)
+    parameters = {"start_date": JANUARY[0], "end_date": JANUARY[1], "model_uri": champion.model_uri}
+    own = replace(settings, lake_uri=champion.lake_uri, database_url=fresh_database)
+    first = execute("03_infer", parameters, settings=own, progress=False)
     assert first.ok, first.describe()
     in_process = stored(fresh_database)
 
@@ -133,14 +134,14 @@ def test_january_2018_scores_the_same_in_process_and_through_the_server(champion
     windows = set(in_process[["window_start", "window_end"]].itertuples(index=False, name=None))
     assert windows == {(date(2018, 1, 1), date(2018, 1, 31))}
 
-    again = execute("03_infer", parameters, progress=False)
+    again = execute("03_infer", parameters, settings=own, progress=False)
     assert again.ok, again.describe()
     rerun = stored(fresh_database)
     assert len(rerun) == len(in_process)
     assert (rerun["scored_at"] > in_process["scored_at"]).all()  # replaced, not kept
 
     with model_server(champion.model_uri) as server:
-        served = execute("03_infer", {**parameters, "predict_url": server.url}, progress=False)
+        served = execute("03_infer", {**parameters, "predict_url": server.url}, settings=own, progress=False)
     assert served.ok, served.describe()
     through_server = stored(fresh_database)
     assert len(through_server) == len(in_process)
@@ -148,9 +149,10 @@ def test_january_2018_scores_the_same_in_process_and_through_the_server(champion
                                   check_exact=False, rtol=0, atol=1e-12)
 
 
-def test_an_empty_window_is_a_normal_outcome(champion, fresh_database):
-    result = execute("03_infer", {"start_date": "2013-06-01", "end_date": "2013-06-07", "lake_uri": champion.lake_uri,
-                                  "model_uri": champion.model_uri, "database_url": fresh_database}, progress=False)
+def test_an_empty_window_is_a_normal_outcome(champion, settings, fresh_database):
+    own = replace(settings, lake_uri=champion.lake_uri, database_url=fresh_database)
+    result = execute("03_infer", {"start_date": "2013-06-01", "end_date": "2013-06-07",
+                                  "model_uri": champion.model_uri}, settings=own, progress=False)
     assert result.ok, result.describe()
     assert stored(fresh_database).empty
     assert "No collisions scored" in result.output_ipynb.read_text()

@@ -7,6 +7,7 @@ import http.server
 import os
 import shutil
 import threading
+from dataclasses import replace
 
 import pytest
 
@@ -119,14 +120,15 @@ def test_a_year_that_is_not_published_and_wrong_credentials_fail_clearly(mirror,
 
 def test_the_ingest_notebook_runs_headless_and_is_idempotent(mirror, settings, tmp_path):
     lake_uri = f"file://{tmp_path}/lake"
-    params = {"years": "2016-2018", "base_url": mirror.as_uri(), "lake_uri": lake_uri}
-    first = execute("01_ingest", params, reports_dir=tmp_path / "reports", progress=False)
+    params = {"years": "2016-2018", "base_url": mirror.as_uri()}
+    own = replace(settings, lake_uri=lake_uri, reports_dir=tmp_path / "reports")
+    first = execute("01_ingest", params, settings=own, progress=False)
     assert first.ok, first.describe()
     assert first.output_html.exists()
     lake = open_lake(settings, lake_uri)
     manifests = {p.year: p.manifest for p in lake.partitions(CURATED)}
     assert sorted(manifests) == [2016, 2017, 2018]
 
-    second = execute("01_ingest", params, reports_dir=tmp_path / "reports", progress=False)
+    second = execute("01_ingest", params, settings=own, progress=False)
     assert second.ok, second.describe()
     assert {p.year: p.manifest for p in lake.partitions(CURATED)} == manifests
