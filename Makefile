@@ -23,9 +23,12 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	@touch $(STAMP)
 
+# .env: the local settings, readable by you only, with a generated password for the embedded PostgreSQL's
+# application role (URL-safe base64, so it needs no quoting inside DATABASE_URL).
 .env:
-	install -m 600 .env.example .env
-	@echo "Created .env from .env.example (local development defaults; readable by you only)."
+	@umask 077 && password=$$(head -c 18 /dev/urandom | base64 | tr '+/' '-_') && \
+		sed "s|^DATABASE_URL=postgresql://asf@|DATABASE_URL=postgresql://asf:$$password@|" .env.example > .env
+	@echo "Created .env from .env.example (readable by you only, with a generated PostgreSQL password)."
 
 setup: $(STAMP) .env ## Create .venv and install everything (quick when nothing changed)
 	@echo "Environment ready: $(VENV) ($$($(PY) --version))."

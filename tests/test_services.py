@@ -6,13 +6,16 @@ import json
 import os
 import signal
 import socket
+import stat
 from dataclasses import replace
+from urllib.parse import urlparse
 
 import psutil
+import psycopg2
 import pytest
 
 from lib.config import load_settings
-from lib.services import ServiceError, Stack, private_variables
+from lib.services import SUPERUSER, ServiceError, Stack, private_variables
 
 
 @pytest.fixture(scope="module")
@@ -95,3 +98,20 @@ def test_keys_the_running_s3_refuses_fail_at_once_and_name_the_variables(stack, 
     with pytest.raises(ServiceError, match=r"refused the keys in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"):
         Stack(wrong, state_dir=s3.state_dir, embedded={"s3"}).up()  # before: 60 s of polling, then a log tail
     assert s3.status().healthy  # the running server was left alone
+
+
+def test_the_embedded_postgresql_wants_a_password_and_gives_the_application_no_superuser(stack, settings):
+    postgres = next(service for service in stack.services if service.name == "postgres")
+    url = urlparse(settings.database_url)
+    server = f"127.0.0.1:{url.port}"
+    for login in (f"{url.username}@{server}", f"{SUPERUSER}@{server}", f"{SUPERUSER}:wrong@{server}"):
+        with pytest.raises(psycopg2.OperationalError, match="password"):
+            psycopg2.connect(f"postgresql://{login}/postgres", connect_timeout=5).close()
+    with psycopg2.connect(settings.database_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT rolsuper, rolcreaterole FROM pg_roles WHERE rolname = current_user")
+        assert cur.fetchone() == (False, False)
+        cur.execute("CREATE TEMP TABLE shell (line text)")
+        with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+            cur.execute("COPY shell FROM PROGRAM 'id'")
+    conn.close()
+    assert stat.S_IMODE(postgres.superuser_password_file.stat().st_mode) == 0o600

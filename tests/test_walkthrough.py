@@ -15,10 +15,12 @@ import re
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 import psutil
 import psycopg2
@@ -62,12 +64,16 @@ def readme_walkthrough() -> tuple[dict[str, str], list[list[str]]]:
     return settings, commands
 
 
-def user_dotenv(readme_settings: dict[str, str], mirror: Path) -> dict[str, str]:
-    """The README's `.env` lines with the mirror's real path, and the services moved to free ports."""
+def user_dotenv(dotenv: Path, readme_settings: dict[str, str], mirror: Path) -> dict[str, str]:
+    """The README's `.env` lines with the mirror's real path, and the services moved to free ports.
+
+    The database keeps the role and the password `make setup` generated; only its port moves.
+    """
+    database = urlparse(load_settings({}, dotenv=dotenv).database_url)
     return {
         **readme_settings,
         "STATS19_BASE_URL": mirror.as_uri() + "/",
-        "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port_block()}/accident_severity",
+        "DATABASE_URL": database._replace(netloc=database.netloc.rsplit(":", 1)[0] + f":{free_port_block()}").geturl(),
         "S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port_block(ObjectStore.PORTS, ObjectStore.GRPC_OFFSET)}",
         "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port_block()}",
         "SERVE_PORT": str(free_port_block()),
@@ -75,9 +81,10 @@ def user_dotenv(readme_settings: dict[str, str], mirror: Path) -> dict[str, str]
     }
 
 
-def write_dotenv(clone: Path, edits: dict[str, str]) -> None:
+def edit_dotenv(clone: Path, edits: dict[str, str]) -> None:
+    """Change lines of `.env` in place, as a user does in an editor (its mode stays)."""
     lines = []
-    for line in (clone / ".env.example").read_text().splitlines():
+    for line in (clone / ".env").read_text().splitlines():
         key = line.split("=", 1)[0]
         lines.append(f"{key}={edits[key]}" if "=" in line and key in edits else line)
     (clone / ".env").write_text("\n".join(lines) + "\n")
@@ -146,9 +153,11 @@ def processes_in(folder: Path) -> list[str]:
 @pytest.fixture
 def user(tmp_path, mirror):
     clone = fresh_copy(tmp_path / "accident-severity-forecast")
-    write_dotenv(clone, user_dotenv(readme_walkthrough()[0], mirror))
     (tmp_path / "home").mkdir()
     user = User(clone, plain_environment(tmp_path / "home"))
+    user.make("setup")
+    assert stat.S_IMODE((clone / ".env").stat().st_mode) == 0o600
+    edit_dotenv(clone, user_dotenv(clone / ".env", readme_walkthrough()[0], mirror))
     yield user
     subprocess.run(["make", "down"], cwd=clone, env=user.env, capture_output=True, timeout=120)
 
