@@ -18,7 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from lib import db, evaluation, monitor, notebooks, stats19, synth
+from lib import db, evaluation, evidently_report, monitor, notebooks, stats19, synth
 from lib import model as severity_model
 from lib.dashboard import write_dashboard
 from lib.features import CATEGORICAL_FEATURES, FEATURE_COLUMNS, NUMERIC_FEATURES, build_curated
@@ -101,7 +101,10 @@ def test_drift_is_found_in_the_shifted_window_and_not_in_the_others(synthetic_cu
         with db.session(database_url) as conn:
             monitor.store_metrics(conn, start, end, "1", "drift", drift.metrics(), end)
             decision = monitor.decide_from_metrics(conn, "1", end, champion_pr_auc=None, policy=policy)
-        results[start] = (drift, decision, monitor.save_report(snapshot, tmp_path, start, end, "1"))
+        heading = evidently_report.ReportHeading(
+            evidently_report.DRIFT, start, end, "accident_severity", "1", f"{len(window):,} collisions"
+        )
+        results[start] = (drift, decision, evidently_report.save_report(snapshot, tmp_path, heading))
 
     shifted, decision, report = results.pop(SHIFT_START)
     assert shifted.share_drifted_features > policy.drift_share_threshold and decision.recommended
@@ -115,8 +118,29 @@ def test_drift_is_found_in_the_shifted_window_and_not_in_the_others(synthetic_cu
         assert drift.share_drifted_features < policy.drift_share_threshold and not decision.recommended
         assert not {"speed_limit", "urban_or_rural_area"} & {n for n, flag in drift.feature_drifted.items() if flag}
         assert drift.p_ksi_score < shifted.p_ksi_score / 5
-    assert report.name == "drift_2024-03-04_2024-03-10_model-1.html" and "speed_limit" in report.read_text()
-    assert len(list(report.parent.iterdir())) == 3
+    assert report.name == "drift_2024-03-04_2024-03-10_model-1.html"
+    assert_light_report(report, "Drift of the features and predictions: 2024-03-04..2024-03-10, model 1")
+    assert "speed_limit" in json.dumps(report_data(report))
+    assert sorted(p.name for p in report.parent.glob("*.html")) == [
+        f"drift_{start}_{start + timedelta(days=6)}_model-1.html"
+        for start in (SHIFT_START - timedelta(days=7), SHIFT_START, SHIFT_START + timedelta(days=7))
+    ]
+
+
+def report_data(report) -> dict:
+    """The data a light report hands to Evidently's bundle."""
+    packed = re.search(r"<script type='application/octet-stream' id='report-data'>([^<]+)</script>", report.read_text())
+    return evidently_report.unpack(packed.group(1))
+
+
+def assert_light_report(report, title: str) -> None:
+    """The report names what it covers and loads Evidently's bundle from the one shared copy."""
+    page = report.read_text()
+    assert f"<title>{title}</title>" in page and f"<h1>{title}</h1>" in page
+    (bundle,) = re.findall(r"<script src='([^']+)'>", page)
+    shared = report.parent / bundle
+    assert shared.parent.name == "assets" and shared.stat().st_size > 3_000_000  # the bundle itself
+    assert len(page) < 200_000 and "drawDashboard" in page
 
 
 # ------------------------------------------------------------------------------------------ quality
@@ -158,6 +182,10 @@ def test_quality_metrics_match_their_definitions():
     assert values["ksi_brier"] == pytest.approx(((scored["p_ksi"] - ksi) ** 2).mean())
     assert 0.6 < values["ksi_roc_auc"] < 1.0
     assert ksi.mean() < values["ksi_pr_auc"] < 1.0
+    # The true severity shares (label drift), stored beside the predicted ones.
+    metrics = quality.metrics()
+    assert metrics["quality.actual_share.serious"] == pytest.approx((scored["collision_severity"] == 2).mean())
+    assert sum(metrics[f"quality.actual_share.{name}"] for name in ("fatal", "serious", "slight")) == pytest.approx(1)
 
     perfect = scored.assign(
         p_ksi=scored["ksi"] * 0.9 + 0.05, ksi_alert=scored["ksi"] == 1, predicted_severity=scored["collision_severity"]
@@ -165,6 +193,24 @@ def test_quality_metrics_match_their_definitions():
     best = monitor.compute_quality(perfect, WINDOW_START, WINDOW_END, date(2025, 1, 1), DELAY)
     perfect_scores = ("ksi_roc_auc", "ksi_pr_auc", "ksi_recall", "ksi_precision", "macro_f1")
     assert {name: best.values[name] for name in perfect_scores} == dict.fromkeys(perfect_scores, 1)
+
+
+def test_a_labelled_window_gets_a_light_classification_report_naming_what_it_covers(tmp_path):
+    scored = scored_collisions(WINDOW_START, 7, seed=3)
+    snapshot = monitor.classification_snapshot(scored, alert_threshold=0.4)
+    heading = evidently_report.ReportHeading(
+        evidently_report.QUALITY, WINDOW_START, WINDOW_END, "accident_severity", "3", f"{len(scored)} collisions"
+    )
+    report = evidently_report.save_report(snapshot, tmp_path, heading)
+    assert report.name == "quality_2024-03-04_2024-03-10_model-3.html"
+    assert_light_report(report, f"{evidently_report.KIND_TITLES['quality']}: 2024-03-04..2024-03-10, model 3")
+    assert f"{len(scored)} collisions" in report.read_text()
+    # Evidently's confusion matrix counts the alerts at the threshold, as the stored recall does.
+    alerts = scored["p_ksi"] >= 0.4
+    true_positives = int((alerts & (scored["ksi"] == 1)).sum())
+    assert f"[{int(((~alerts) & (scored['ksi'] == 1)).sum())},{true_positives}]" in json.dumps(
+        report_data(report), separators=(",", ":")
+    )
 
 
 def test_a_window_with_one_class_gets_undefined_metrics_not_a_crash():
@@ -542,8 +588,15 @@ def test_04_monitor_stores_drift_now_quality_later_and_the_decision_once(monitor
     ]
     assert events[1]["details"]["recent_pr_aucs"] and events[1]["details"]["champion_pr_auc"] is not None
     assert (tmp_path / "dashboard.html").exists()
+    version = monitored_stack["version"]
     assert sorted(p.name for p in (tmp_path / "monitoring").iterdir()) == [
-        f"drift_2024-03-04_2024-03-10_model-{monitored_stack['version']}.html",
-        f"drift_2024-04-08_2024-04-14_model-{monitored_stack['version']}.html",
+        "assets",
+        f"drift_2024-03-04_2024-03-10_model-{version}.html",
+        f"drift_2024-04-08_2024-04-14_model-{version}.html",
+        f"quality_2024-03-04_2024-03-10_model-{version}.html",  # its labels arrived on 9 April
     ]
+    assert_light_report(
+        tmp_path / "monitoring" / f"quality_2024-03-04_2024-03-10_model-{version}.html",
+        f"{evidently_report.KIND_TITLES['quality']}: 2024-03-04..2024-03-10, model {version}",
+    )
     print(f"04_monitor took {second.duration_s:.1f} s for one window")
