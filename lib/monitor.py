@@ -97,6 +97,14 @@ LEFT JOIN monitoring_metrics r
 WHERE s.metric = '{DRIFT_SHARE_METRIC}'
 """
 
+LATEST_WINDOW_SQL = f"""
+SELECT window_start, window_end, model_version
+FROM monitoring_metrics
+WHERE metric = '{DRIFT_SHARE_METRIC}'
+ORDER BY window_end DESC, computed_at DESC
+LIMIT 1
+"""
+
 LATEST_DRIFT_SQL = f"""
 SELECT share_drifted_features, rows
 FROM ({DRIFT_WINDOWS_SQL}) d
@@ -387,6 +395,12 @@ def window_model_versions(conn, window_start: date, window_end: date) -> list[st
     """Model versions that scored collisions of the window, the one with most rows first."""
     rows = fetch_dicts(conn, WINDOW_MODEL_VERSIONS_SQL, {"window_start": window_start, "window_end": window_end})
     return [row["model_version"] for row in rows]
+
+
+def latest_monitored_window(conn) -> tuple[date, date, str] | None:
+    """(start, end, model version) of the window monitored for drift that ends last, if any."""
+    rows = fetch_dicts(conn, LATEST_WINDOW_SQL)
+    return (rows[0]["window_start"], rows[0]["window_end"], rows[0]["model_version"]) if rows else None
 
 
 def windows_awaiting_quality(
