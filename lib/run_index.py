@@ -49,6 +49,7 @@ td.parameters summary { cursor: pointer; white-space: nowrap; overflow: hidden; 
 td.number { text-align: right; }
 .status { font-weight: bold; }
 .error { color: #cf222e; font-size: 0.85em; }
+.pruned { color: #8c959f; font-size: 0.85em; }
 """
 
 
@@ -56,6 +57,9 @@ def _link(target: str | None, reports_dir: Path, label: str) -> str:
     if not target:
         return ""
     path = Path(target)
+    if not path.exists():  # pruned (lib.retention) or moved away
+        return f'<span class="pruned" title="{html.escape(target)}">{html.escape(label)}: pruned</span>'
+
     try:
         href = path.resolve().relative_to(reports_dir.resolve()).as_posix()
     except ValueError:

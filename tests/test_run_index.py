@@ -43,7 +43,13 @@ def test_the_index_links_relatively_and_escapes_what_the_runs_recorded(tmp_path)
         _run(reports, output_ipynb=str(elsewhere), output_html=None, status="running", duration_s=None),
         _run(reports),
     ]
-    page = render(runs, reports, datetime(2025, 3, 2, tzinfo=UTC))
+    for run in runs:
+        for output in (run["output_ipynb"], run["output_html"]):
+            if output:
+                Path(output).parent.mkdir(parents=True, exist_ok=True)
+                Path(output).write_text("{}")
+    pruned = _run(reports, run_id="20250201T120000Z-0123abcd", output_html=str(reports / "runs" / "gone.html"))
+    page = render([*runs, pruned], reports, datetime(2025, 3, 2, tzinfo=UTC))
 
     assert "<script>alert" not in page and "<b>2018</b>" not in page
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; more" in page
@@ -52,16 +58,17 @@ def test_the_index_links_relatively_and_escapes_what_the_runs_recorded(tmp_path)
     assert f'href="{elsewhere.resolve().as_uri()}"' in page  # outside REPORTS_DIR: an absolute file URL
     assert "cell 7: ValueError" in page
     rows = re.findall(r"<tr data-notebook=.*?</tr>", page)
-    assert [re.findall(r'class="status"[^>]*>(\w+)<', row)[0] for row in rows] == ["failed", "running", "succeeded"]
+    assert [re.findall(r'class="status"[^>]*>(\w+)<', row)[0] for row in rows][:3] == ["failed", "running", "succeeded"]
+    assert '<span class="pruned"' in rows[3] and 'gone.html"' not in rows[3].split("title=")[0]  # no dead link
     # Rows carry what the filters match on, and the filters offer what the runs hold.
-    assert [re.match(r'<tr data-notebook="(\w+)" data-status="(\w+)"', row).groups() for row in rows] == [
+    assert [re.match(r'<tr data-notebook="(\w+)" data-status="(\w+)"', row).groups() for row in rows[:3]] == [
         ("04_monitor", "failed"),
         ("03_infer", "running"),
         ("03_infer", "succeeded"),
     ]
     notebook_filter = re.search(r'<select id="notebook-filter".*?</select>', page).group(0)
     assert re.findall(r'<option value="(\w*)">', notebook_filter) == ["", "03_infer", "04_monitor"]
-    assert "3 run(s): 1 failed, 1 running, 1 succeeded" in page
+    assert "4 run(s): 1 failed, 1 running, 2 succeeded" in page
 
 
 def test_long_parameters_fold_behind_a_one_line_summary(tmp_path):
