@@ -468,6 +468,7 @@ def _html_exporter() -> HTMLExporter:
 
 HTML_ASSETS = "assets"
 _HEAD_STYLE = re.compile(r"<style[^>]*>.*?</style>\s*", re.DOTALL)
+_MERMAID_LOADER = re.compile(r"<script type=\"module\">(?:(?!</script>).)*\.jp-Mermaid.*?</script>\s*", re.DOTALL)
 # Code is folded away until asked for, so the page opens on the narrative and the results.
 _SUMMARY_STYLE = """
 .run-summary { font-family: sans-serif; margin: 1em 2em 0.5em; padding: 0.6em 1em; border: 1px solid #d0d7de;
@@ -534,6 +535,8 @@ def write_html(ipynb: Path) -> Path:
     styles = "".join(_HEAD_STYLE.findall(page[:head_end]))
     stylesheet = _shared_css(styles, ipynb.parent)
     head = _HEAD_STYLE.sub("", page[:head_end])
+    if "jp-Mermaid" not in page[head_end:]:  # the template's 11 KB Mermaid loader has nothing to draw
+        head = _MERMAID_LOADER.sub("", head)
     head += f"<link rel='stylesheet' href='{stylesheet}'><style>{_SUMMARY_STYLE}</style>"
     body = re.sub(r"<body([^>]*)>", lambda m: m.group(0) + _run_summary(nb), page[head_end:], count=1)
     target = ipynb.with_suffix(".html")

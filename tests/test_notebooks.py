@@ -330,6 +330,7 @@ def test_html_copies_open_on_a_summary_of_the_run_and_share_one_stylesheet(repor
     assert sheet in second.output_html.read_text()
     assert (first.output_html.parent / sheet).stat().st_size > 100_000 and len(page) < 60_000
     assert ".jp-Cell" in (first.output_html.parent / sheet).read_text() and ".jp-Cell {" not in page
+    assert "mermaid.esm" not in page  # no diagram to draw, so no loader for one
 
 
 def _printed_value(ipynb: Path, label: str) -> str:
