@@ -2,28 +2,26 @@
 
 Evidently's own HTML copies its 3.5 MB JavaScript bundle and a 126 KB icon font into every page, and
 writes the report's data as full-precision JSON (about 0.6 MB for a week of collisions). Here each
-page instead references one shared copy of the bundle and the font in `REPORTS_DIR/monitoring/assets/`
-(written once per Evidently version), and carries its data rounded to 4 significant digits and
-gzip-compressed (the browser unpacks it with `DecompressionStream`): about 40 KB a report. Every page
-opens with a heading naming the window, the model version and the rows compared, so a report read on
-its own says what it covers.
+page instead references one shared copy of the bundle (packed: 1.3 MB) and the font in
+`REPORTS_DIR/monitoring/assets/` (written once per Evidently version), and carries its data rounded
+to 4 significant digits and packed (lib.html_packing): about 35 KB a report. Every page opens with a
+heading naming the window, the model version and the rows compared, so a report read on its own says
+what it covers.
 """
 
 from __future__ import annotations
 
-import base64
-import gzip
 import html
 import json
 import logging
 import math
 import os
 import re
-import shutil
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+from lib import html_packing
 from lib.monitor import DRIFT, QUALITY
 
 log = logging.getLogger(__name__)
@@ -50,13 +48,11 @@ header p { margin: 0.2em 0; }
   word-wrap: normal; direction: ltr; -webkit-font-smoothing: antialiased; }
 """
 
-# Unpacks the report's data and hands it to Evidently's bundle, as Evidently's own page does.
+# Unpacks Evidently's bundle and the report's data, and draws the report as Evidently's own page does.
 DRAW = """
 (async () => {
-  const packed = document.getElementById("report-data").textContent.trim();
-  const bytes = Uint8Array.from(atob(packed), (c) => c.charCodeAt(0));
-  const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
-  const data = JSON.parse(await new Response(stream).text());
+  runScript(await unpackText(window.evidentlyBundle));
+  const data = JSON.parse(await unpackText(document.getElementById("report-data").textContent));
   window.drawDashboard(data.info, new Map(Object.entries(data.graphs)), "report-root");
 })();
 """
@@ -105,20 +101,30 @@ def _static_folder() -> Path:
 
 
 def _bundle_name() -> str:
-    return f"evidently-{_evidently().__version__}.js"
+    return f"evidently-{_evidently().__version__}.packed.js"
+
+
+def _write_once(target: Path, content: bytes | str) -> None:
+    if not target.exists():
+        partial = target.with_name(f".{target.name}.partial")
+        if isinstance(content, str):
+            partial.write_text(content, encoding="utf-8")
+        else:
+            partial.write_bytes(content)
+        os.replace(partial, target)
 
 
 def shared_assets(monitoring_dir: Path) -> tuple[str, str]:
-    """Copy Evidently's bundle and font into `monitoring_dir/assets` unless there; return their relative URLs."""
+    """Write Evidently's bundle (packed, as `window.evidentlyBundle`) and font into `monitoring_dir/assets`
+    unless there; return their relative URLs."""
     folder = Path(monitoring_dir) / ASSETS
     folder.mkdir(parents=True, exist_ok=True)
-    for source, name in ((_static_folder() / "index.js", _bundle_name()), (_static_folder() / FONT, FONT)):
-        target = folder / name
-        if not target.exists():
-            partial = target.with_name(f".{name}.partial")
-            shutil.copyfile(source, partial)
-            os.replace(partial, target)
-    return f"{ASSETS}/{_bundle_name()}", f"{ASSETS}/{FONT}"
+    bundle = folder / _bundle_name()
+    if not bundle.exists():
+        source = (_static_folder() / "index.js").read_text(encoding="utf-8")
+        _write_once(bundle, f'window.evidentlyBundle = "{html_packing.pack(source)}";\n')
+    _write_once(folder / FONT, (_static_folder() / FONT).read_bytes())
+    return f"{ASSETS}/{bundle.name}", f"{ASSETS}/{FONT}"
 
 
 def _rounded(value):
@@ -146,14 +152,13 @@ def report_data(snapshot) -> dict:
 
 
 def pack(data: dict) -> str:
-    """The report data as rounded, compact JSON, gzip-compressed and base64-encoded."""
-    text = json.dumps(_rounded(data), separators=(",", ":"), allow_nan=False)
-    return base64.b64encode(gzip.compress(text.encode("utf-8"), compresslevel=9, mtime=0)).decode("ascii")
+    """The report data as rounded, compact JSON, packed (lib.html_packing)."""
+    return html_packing.pack(json.dumps(_rounded(data), separators=(",", ":"), allow_nan=False))
 
 
 def unpack(packed: str) -> dict:
     """The inverse of `pack`: what the page's script hands to Evidently."""
-    return json.loads(gzip.decompress(base64.b64decode(packed)))
+    return json.loads(html_packing.unpack(packed))
 
 
 def render(snapshot, heading: ReportHeading, bundle_url: str, font_url: str) -> str:
@@ -166,7 +171,7 @@ def render(snapshot, heading: ReportHeading, bundle_url: str, font_url: str) -> 
         "<script>var global = globalThis</script>"
         f"<script src='{html.escape(bundle_url)}'></script>"
         f"<script type='application/octet-stream' id='report-data'>{pack(report_data(snapshot))}</script>"
-        f"<script>{DRAW}</script>"
+        f"<script>{html_packing.UNPACK_JS}{DRAW}</script>"
         "</body></html>\n"
     )
 

@@ -19,7 +19,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from lib import db, evaluation, evidently_report, monitor, notebooks, stats19, synth
+from lib import db, evaluation, evidently_report, html_packing, monitor, notebooks, stats19, synth
 from lib import model as severity_model
 from lib.dashboard import mlflow_run_url, write_dashboard
 from lib.features import CATEGORICAL_FEATURES, FEATURE_COLUMNS, NUMERIC_FEATURES, build_curated
@@ -140,7 +140,9 @@ def assert_light_report(report, title: str) -> None:
     assert f"<title>{title}</title>" in page and f"<h1>{title}</h1>" in page
     (bundle,) = re.findall(r"<script src='([^']+)'>", page)
     shared = report.parent / bundle
-    assert shared.parent.name == "assets" and shared.stat().st_size > 3_000_000  # the bundle itself
+    assert shared.parent.name == "assets" and shared.stat().st_size < 2_000_000
+    packed = re.fullmatch(r'window.evidentlyBundle = "([^"]+)";\n', shared.read_text()).group(1)
+    assert "drawDashboard" in html_packing.unpack(packed)  # Evidently's 3.5 MB bundle itself
     assert len(page) < 200_000 and "drawDashboard" in page
 
 
