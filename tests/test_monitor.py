@@ -15,6 +15,7 @@ import pandas as pd
 import psycopg2
 import psycopg2.extras
 import pytest
+from plotly.offline import get_plotlyjs
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -403,13 +404,11 @@ def test_the_decision_is_recorded_once_per_simulated_day(database_url):
 
 
 def _figure(page: str, div_id: str = "monitoring-dashboard") -> tuple[list[dict], dict]:
-    """The traces and layout plotly embedded in the page: the JSON arguments of Plotly.newPlot."""
-    match = re.search(rf'Plotly\.newPlot\(\s*"{div_id}",\s*', page)
+    """The traces and layout of one figure, from the JSON the page hands to plotly."""
+    match = re.search(rf"<script type='application/json' data-plotly-figure='{div_id}'>(.*?)</script>", page)
     assert match, f"no plotly figure {div_id} in the page"
-    decoder = json.JSONDecoder()
-    data, end = decoder.raw_decode(page, match.end())
-    layout, _ = decoder.raw_decode(page, page.index("{", end))
-    return data, layout
+    figure = json.loads(match.group(1))
+    return figure["data"], figure["layout"]
 
 
 def _tiles(page: str) -> dict[str, tuple[str, str, str]]:
@@ -588,8 +587,10 @@ def test_dashboard_shows_the_series_from_the_tables(database_url, tmp_path):
     assert 'href="monitoring/drift_2031-01-01_2031-01-07_model-1.html"' in page
     assert 'href="monitoring/quality_2031-01-01_2031-01-07_model-1.html"' in page
     assert 'href="index.html"' in page and 'href="http://127.0.0.1:5000/#/runs/abc123"' in page
-    # plotly.js is inline, once, not fetched: the page opens offline.
-    assert not re.search(r"<script[^>]*\bsrc=", page) and len(page) > 3_000_000
+    # plotly.js is in the page (packed), not fetched: the page opens offline.
+    assert not re.search(r"<script[^>]*\bsrc=", page)
+    packed = re.search(r"<script type='application/octet-stream' id='plotly-js'>([^<]+)</script>", page).group(1)
+    assert html_packing.unpack(packed) == get_plotlyjs() and len(page) < 2_500_000
 
 
 # ------------------------------------------------------------------------------------------ notebook
