@@ -315,7 +315,7 @@ def test_html_copies_are_written_without_network(tmp_path, monkeypatch):
     assert "Fixture: a notebook that succeeds" in html and "<style" in html
 
 
-def test_html_copies_open_on_a_summary_of_the_run_and_share_one_stylesheet(reports):
+def test_html_copies_open_on_a_summary_of_the_run_and_share_one_stylesheet(settings, reports):
     first, second = (
         notebooks.execute(FIXTURES / "succeeds.py", {"greeting": g}, reports_dir=reports, record=False, progress=False)
         for g in ("hej", "salut")
