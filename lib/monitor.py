@@ -13,11 +13,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -44,6 +42,9 @@ DRIFT, QUALITY = "drift", "quality"
 DRIFT_SHARE_METRIC = f"{DRIFT}.share_drifted_features"
 DRIFT_ROWS_METRIC = f"{DRIFT}.rows"
 PR_AUC_METRIC = f"{QUALITY}.ksi_pr_auc"
+PREDICTED_SHARE_PREFIX = f"{DRIFT}.predicted_share."
+ACTUAL_SHARE_PREFIX = f"{QUALITY}.actual_share."
+FEATURE_SCORE_PREFIX = f"{DRIFT}.feature_score."
 ROC_AUC_METRIC = f"{QUALITY}.ksi_roc_auc"
 
 WINDOW_PREDICTIONS_SQL = """
@@ -96,6 +97,14 @@ LEFT JOIN monitoring_metrics r
 WHERE s.metric = '{DRIFT_SHARE_METRIC}'
 """
 
+LATEST_WINDOW_SQL = f"""
+SELECT window_start, window_end, model_version
+FROM monitoring_metrics
+WHERE metric = '{DRIFT_SHARE_METRIC}'
+ORDER BY window_end DESC, computed_at DESC
+LIMIT 1
+"""
+
 LATEST_DRIFT_SQL = f"""
 SELECT share_drifted_features, rows
 FROM ({DRIFT_WINDOWS_SQL}) d
@@ -145,16 +154,16 @@ class DriftResult:
             "drift.predicted_class_score": self.predicted_class_score,
             "drift.predicted_class_drifted": float(self.predicted_class_drifted),
         }
-        values.update({f"drift.predicted_share.{name}": share for name, share in self.predicted_shares.items()})
-        values.update({f"drift.feature_score.{name}": score for name, score in self.feature_scores.items()})
+        values.update({f"{PREDICTED_SHARE_PREFIX}{name}": share for name, share in self.predicted_shares.items()})
+        values.update({f"{FEATURE_SCORE_PREFIX}{name}": score for name, score in self.feature_scores.items()})
         values.update({f"drift.feature_drifted.{name}": float(flag) for name, flag in self.feature_drifted.items()})
         return values
 
 
-def predicted_class_shares(predicted_severity: pd.Series) -> dict[str, float]:
-    """Share of each predicted severity (fatal, serious, slight); 0 for a class never predicted."""
-    counts = predicted_severity.astype(int).value_counts()
-    total = max(len(predicted_severity), 1)
+def severity_shares(severity: pd.Series) -> dict[str, float]:
+    """Share of each severity (fatal, serious, slight), predicted or true; 0 for a class absent."""
+    counts = severity.astype(int).value_counts()
+    total = max(len(severity), 1)
     return {name: float(counts.get(code, 0)) / total for code, name in SEVERITY_NAMES.items()}
 
 
@@ -252,27 +261,33 @@ def compute_drift(
         p_ksi_method=methods["p_ksi"],
         predicted_class_score=scores["predicted_severity"],
         predicted_class_drifted=drifted["predicted_severity"],
-        predicted_shares=predicted_class_shares(current["predicted_severity"]),
-        reference_predicted_shares=predicted_class_shares(reference["predicted_severity"]),
+        predicted_shares=severity_shares(current["predicted_severity"]),
+        reference_predicted_shares=severity_shares(reference["predicted_severity"]),
         skipped_features=skipped,
     )
     return drift, snapshot
 
 
-def report_path(reports_dir: Path, window_start: date, window_end: date, model_version: str) -> Path:
-    """Where the Evidently report of a window lives; one file per window and model version."""
-    return Path(reports_dir) / "monitoring" / f"drift_{window_start}_{window_end}_model-{model_version}.html"
+def classification_snapshot(scored: pd.DataFrame, alert_threshold: float):
+    """Evidently's classification report of a labelled window: KSI (`ksi`) against P(KSI) at the alert threshold.
 
+    The window is shown on its own: the model's reference sample is its training data, whose
+    in-sample quality would flatter the comparison (its test figure is on the dashboard instead).
+    """
+    from evidently import BinaryClassification, DataDefinition, Dataset, Report
+    from evidently.presets import ClassificationPreset
 
-def save_report(snapshot, reports_dir: Path, window_start: date, window_end: date, model_version: str) -> Path:
-    """Write the snapshot's HTML report, replacing an earlier one for the same window atomically."""
-    target = report_path(reports_dir, window_start, window_end, model_version)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.partial")
-    snapshot.save_html(str(partial))  # Evidently writes only when given a str path
-    os.replace(partial, target)
-    log.info("Wrote the Evidently report of %s..%s (model %s) to %s.", window_start, window_end, model_version, target)
-    return target
+    _check_columns(scored, ["ksi", "p_ksi"], "scored")
+    frame = pd.DataFrame({"ksi": scored["ksi"].astype(int), "p_ksi": scored["p_ksi"].astype(float)})
+    definition = DataDefinition(
+        classification=[
+            BinaryClassification(target="ksi", prediction_probas="p_ksi", pos_label=1)
+        ],
+        numerical_columns=["p_ksi"],
+        categorical_columns=["ksi"],
+    )
+    report = Report([ClassificationPreset(probas_threshold=float(alert_threshold))], include_tests=False)
+    return report.run(Dataset.from_pandas(frame, data_definition=definition), None)
 
 
 # -------------------------------------------------------------------------------------------- quality
@@ -285,12 +300,14 @@ class QualityResult:
     known_at: date
     labelled_rows: int
     values: dict[str, float | None]  # lib.evaluation.test_metrics names; None where undefined
+    actual_shares: dict[str, float] = field(default_factory=dict)  # of each true severity (label drift)
 
     def metrics(self) -> dict[str, float | None]:
         """The `quality.*` scalars stored in `monitoring_metrics`."""
         return {
             "quality.labelled_rows": self.labelled_rows,
             **{f"quality.{name}": value for name, value in self.values.items()},
+            **{f"{ACTUAL_SHARE_PREFIX}{name}": share for name, share in self.actual_shares.items()},
         }
 
 
@@ -344,7 +361,12 @@ def compute_quality(
         probabilities=rows[PROBABILITY_COLUMNS].astype(float).to_numpy(),
     )
     values = test_metrics(rows["collision_severity"].astype(int).to_numpy(), scores)
-    return QualityResult(known_at, len(rows), {name: _defined(value) for name, value in values.items()})
+    return QualityResult(
+        known_at,
+        len(rows),
+        {name: _defined(value) for name, value in values.items()},
+        severity_shares(rows["collision_severity"]),
+    )
 
 
 # ------------------------------------------------------------------------------------------- storage
@@ -373,6 +395,12 @@ def window_model_versions(conn, window_start: date, window_end: date) -> list[st
     """Model versions that scored collisions of the window, the one with most rows first."""
     rows = fetch_dicts(conn, WINDOW_MODEL_VERSIONS_SQL, {"window_start": window_start, "window_end": window_end})
     return [row["model_version"] for row in rows]
+
+
+def latest_monitored_window(conn) -> tuple[date, date, str] | None:
+    """(start, end, model version) of the window monitored for drift that ends last, if any."""
+    rows = fetch_dicts(conn, LATEST_WINDOW_SQL)
+    return (rows[0]["window_start"], rows[0]["window_end"], rows[0]["model_version"]) if rows else None
 
 
 def windows_awaiting_quality(

@@ -3,7 +3,9 @@
 The page is rebuilt from `notebook_runs` each time, so it lists failures and runs still marked
 'running' (a run killed outright) as well. Links are relative to the page when the executed
 notebook lies under REPORTS_DIR, so the folder can be moved or served as it is; otherwise they
-are absolute `file://` URLs. The page is plain HTML without scripts or external resources.
+are absolute `file://` URLs. Each run is one compact row with its parameters folded; a few lines
+of inline script filter the rows by notebook and status (without scripts every row shows). The page
+fetches nothing.
 """
 
 from __future__ import annotations
@@ -42,10 +44,13 @@ table { border-collapse: collapse; font-size: 0.9em; }
 th, td { border-bottom: 1px solid #ddd; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
 th { background: #f6f8fa; position: sticky; top: 0; }
 td.parameters { font-family: monospace; font-size: 0.85em; max-width: 40em; overflow-wrap: anywhere; }
+td.parameters summary { cursor: pointer; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+.filters { margin: 0.5em 0; } .filters select { margin-right: 1em; }
 td.number { text-align: right; }
 .status { font-weight: bold; }
 .error { color: #cf222e; font-size: 0.85em; }
 .warning { color: #9a6700; font-size: 0.85em; }
+.pruned { color: #8c959f; font-size: 0.85em; }
 """
 
 
@@ -53,6 +58,9 @@ def _link(target: str | None, reports_dir: Path, label: str) -> str:
     if not target:
         return ""
     path = Path(target)
+    if not path.exists():  # pruned (lib.retention) or moved away
+        return f'<span class="pruned" title="{html.escape(target)}">{html.escape(label)}: pruned</span>'
+
     try:
         href = path.resolve().relative_to(reports_dir.resolve()).as_posix()
     except ValueError:
@@ -60,10 +68,39 @@ def _link(target: str | None, reports_dir: Path, label: str) -> str:
     return f'<a href="{html.escape(href)}">{html.escape(label)}</a>'
 
 
+# Shows only the rows matching both filters.
+FILTER_SCRIPT = """
+function filterRuns() {
+  const notebook = document.getElementById("notebook-filter").value;
+  const status = document.getElementById("status-filter").value;
+  for (const row of document.querySelectorAll("tbody tr")) {
+    row.hidden = (notebook && row.dataset.notebook !== notebook) || (status && row.dataset.status !== status);
+  }
+}
+"""
+SUMMARY_CHARACTERS = 60
+
+
 def _parameters(parameters: dict) -> str:
-    return "<br>".join(
-        f"{html.escape(str(name))} = {html.escape(json.dumps(value, default=str))}"
-        for name, value in sorted(parameters.items())
+    """The parameters folded: a one-line summary that opens onto one parameter a line."""
+    if not parameters:
+        return ""
+    pairs = [f"{name} = {json.dumps(value, default=str)}" for name, value in sorted(parameters.items())]
+    summary = ", ".join(pairs)
+    if len(summary) > SUMMARY_CHARACTERS:
+        summary = summary[: SUMMARY_CHARACTERS - 1] + "…"
+    return (
+        f"<details><summary>{html.escape(summary)}</summary>"
+        + "<br>".join(html.escape(pair) for pair in pairs)
+        + "</details>"
+    )
+
+
+def _select(element_id: str, label: str, values: list[str]) -> str:
+    options = "".join(f'<option value="{html.escape(v)}">{html.escape(v)}</option>' for v in values)
+    return (
+        f'<label>{label} <select id="{element_id}" onchange="filterRuns()"><option value="">all</option>'
+        f"{options}</select></label>"
     )
 
 
@@ -84,7 +121,7 @@ def _row(run: dict, reports_dir: Path) -> str:
         filter(None, [_link(run["output_html"], reports_dir, "HTML"), _link(run["output_ipynb"], reports_dir, "ipynb")])
     )
     return (
-        "<tr>"
+        f'<tr data-notebook="{html.escape(run["notebook"])}" data-status="{html.escape(status)}">'
         f"<td>{run['started_at'].astimezone(UTC):%Y-%m-%d %H:%M:%S}</td>"
         f"<td>{html.escape(run['notebook'])}</td>"
         f'<td><span class="status" style="color:{colour}">{html.escape(status)}</span>{error}</td>'
@@ -112,12 +149,15 @@ def render(runs: list[dict], reports_dir: Path, generated: datetime) -> str:
     return (
         "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
         "<title>Accident severity forecast: notebook runs</title>"
-        f"<style>{STYLE}</style></head><body>"
+        f"<style>{STYLE}</style><script>{FILTER_SCRIPT}</script></head><body>"
         "<h1>Notebook runs</h1>"
         f"<p>{len(runs)} run(s){': ' + html.escape(summary) if summary else ''}. Newest first; generated "
         f"{generated:%Y-%m-%d %H:%M:%S %Z} from the notebook_runs table.</p>"
         + (f"<p>See also: {' · '.join(companions)}.</p>" if companions else "")
-        + "<table><thead><tr><th>started (UTC)</th><th>notebook</th><th>status</th><th>duration</th>"
+        + '<div class="filters">'
+        + _select("notebook-filter", "notebook", sorted({run["notebook"] for run in runs}))
+        + _select("status-filter", "status", sorted(counts))
+        + "</div><table><thead><tr><th>started (UTC)</th><th>notebook</th><th>status</th><th>duration</th>"
         "<th>parameters</th><th>outputs</th><th>run id</th></tr></thead><tbody>\n"
         + rows
         + "\n</tbody></table></body></html>\n"

@@ -23,8 +23,9 @@
 #   distribution and the shares of predicted severities (Evidently; the full report is saved per window).
 # * **Is the model still right?** A collision's true severity is known only `label_delay_days` after it
 #   happened. Quality (KSI ROC-AUC and PR-AUC, precision and recall at the alert threshold, Brier score,
-#   macro-F1) is computed for every monitored window whose labels have **all** arrived by the simulated
-#   date `as_of`, from those labels only; for the window just ended that is usually weeks later.
+#   macro-F1, recall per severity, the actual severity shares) is computed for every monitored window whose
+#   labels have **all** arrived by the simulated date `as_of`, from those labels only; for the window just
+#   ended that is usually weeks later. Each such window also gets an Evidently classification report.
 # * **Should the model be retrained?** Yes when the mean KSI PR-AUC of the last labelled windows falls
 #   below a fraction of the champion's test score, or when too many features drifted in this window
 #   and it held enough collisions (`min_drift_rows`) for that drift not to be chance.
@@ -58,9 +59,9 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import Markdown, display
 
-from lib import monitor
+from lib import evidently_report, monitor
 from lib.config import configure
-from lib.dashboard import CHAMPION_SERIES, write_dashboard
+from lib.dashboard import CHAMPION_SERIES, mlflow_run_url, write_dashboard
 from lib.db import session
 from lib.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES
 from lib.ingest import CURATED
@@ -133,7 +134,18 @@ print(
 drift, snapshot = monitor.compute_drift(
     window, reference, CATEGORICAL_FEATURES, NUMERIC_FEATURES, policy.drift_share_threshold
 )
-report = monitor.save_report(snapshot, reports, start, end, model_version)
+report = evidently_report.save_report(
+    snapshot,
+    reports,
+    evidently_report.ReportHeading(
+        evidently_report.DRIFT,
+        start,
+        end,
+        model_name,
+        model_version,
+        f"{len(window):,} collisions of the window against {len(reference):,} reference rows",
+    ),
+)
 with session(database_url) as conn:
     monitor.store_metrics(conn, start, end, model_version, monitor.DRIFT, drift.metrics(), end)
 
@@ -170,6 +182,18 @@ with session(database_url) as conn:
         quality = monitor.compute_quality(scored, due_start, due_end, today, delay)
         monitor.store_metrics(
             conn, due_start, due_end, due_version, monitor.QUALITY, quality.metrics(), quality.known_at
+        )
+        evidently_report.save_report(
+            monitor.classification_snapshot(scored, scored["alert_threshold"].iloc[0]),
+            reports,
+            evidently_report.ReportHeading(
+                evidently_report.QUALITY,
+                due_start,
+                due_end,
+                model_name,
+                due_version,
+                f"{quality.labelled_rows:,} collisions whose labels had all arrived by {quality.known_at}",
+            ),
         )
         quality_rows.append(
             {
@@ -208,7 +232,25 @@ champion_scores = {key: model_run.metrics[key] for key in CHAMPION_SERIES if key
 with session(database_url) as conn:
     decision = monitor.decide_from_metrics(conn, model_version, today, champion_scores.get("test_ksi_pr_auc"), policy)
     monitor.record_decision(conn, decision, model_name)
-    dashboard = write_dashboard(conn, reports, champion_scores, policy)
+    # The map shows the latest monitored window, which a run for an older window's labels is not.
+    latest_start, latest_end, latest_version = monitor.latest_monitored_window(conn)
+    latest = (
+        window
+        if (latest_start, latest_end, latest_version) == (start, end, model_version)
+        else monitor.join_truth(
+            monitor.load_predictions(conn, latest_start, latest_end, latest_version),
+            curated_rows(latest_start, latest_end),
+        )
+    )
+    dashboard = write_dashboard(
+        conn,
+        reports,
+        champion_scores,
+        policy,
+        latest_collisions=latest,
+        latest_window=(latest_start, latest_end),
+        champion_run_url=mlflow_run_url(settings.mlflow_tracking_uri, model_run.run_id),
+    )
 
 display(
     Markdown(

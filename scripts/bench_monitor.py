@@ -159,7 +159,7 @@ def library_steps() -> dict[str, float]:
 
     import pandas as pd
 
-    from lib import monitor
+    from lib import evidently_report, monitor
     from lib.config import load_settings
     from lib.db import session
     from lib.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES
@@ -188,8 +188,11 @@ def library_steps() -> dict[str, float]:
     drift, snapshot = monitor.compute_drift(window, reference, CATEGORICAL_FEATURES, NUMERIC_FEATURES)
     lap(f"compute_drift ({len(window):,} rows, {drift.features} features)")
     with tempfile.TemporaryDirectory() as reports:
-        monitor.save_report(snapshot, Path(reports), start, end, version)
-    lap("save_report (Evidently HTML)")
+        heading = evidently_report.ReportHeading(
+            evidently_report.DRIFT, start, end, MODEL_NAME, version, f"{len(window):,} rows against {len(reference):,}"
+        )
+        evidently_report.save_report(snapshot, Path(reports), heading)
+    lap("save_report (Evidently HTML, shared bundle)")
     monitor.compute_quality(window, start, end, end + timedelta(days=LABEL_DELAY_DAYS), LABEL_DELAY_DAYS)
     lap("compute_quality")
     return seconds

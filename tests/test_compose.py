@@ -54,6 +54,7 @@ GRAFANA = ROOT / "docker" / "grafana"
 DATASOURCES = GRAFANA / "provisioning" / "datasources" / "inference-db.yaml"
 DASHBOARD_PROVIDERS = GRAFANA / "provisioning" / "dashboards" / "accident-severity.yaml"
 DASHBOARD = GRAFANA / "dashboards" / "accident-severity.json"
+ALERT_RULES = GRAFANA / "provisioning" / "alerting" / "ksi-quality.yaml"
 
 ALWAYS_ON = {"minio", "create-lake", "postgres"}
 # The profiles as the compose file's header and the README document them.
@@ -520,7 +521,21 @@ def dashboard_queries() -> list[tuple[str, str, str]]:
         for item in board["annotations"]["list"]
         if "target" in item
     ]
-    return queries
+    return queries + alert_queries()
+
+
+def alert_rules() -> list[dict]:
+    return [rule for group in yaml.safe_load(ALERT_RULES.read_text())["groups"] for rule in group["rules"]]
+
+
+def alert_queries() -> list[tuple[str, str, str]]:
+    """(where, SQL, format) of the provisioned alert rules' database queries (not their expressions)."""
+    return [
+        (f"alert {rule['title']!r}", query["model"]["rawSql"], query["model"]["format"])
+        for rule in alert_rules()
+        for query in rule["data"]
+        if query["datasourceUid"] != "__expr__"
+    ]
 
 
 def squeeze(sql: str) -> str:
@@ -556,6 +571,12 @@ def test_dashboard_uses_the_provisioned_datasource_and_the_plotly_dashboards_sql
     refs = [panel["datasource"] for panel in board["panels"]]
     refs += [target["datasource"] for panel in board["panels"] for target in panel["targets"]]
     refs += [item["datasource"] for item in board["annotations"]["list"] if "target" in item]
+    refs += [
+        {"uid": query["datasourceUid"]}
+        for rule in alert_rules()
+        for query in rule["data"]
+        if query["datasourceUid"] != "__expr__"
+    ]
     assert {ref["uid"] for ref in refs} == {uid}
     assert len({panel["id"] for panel in board["panels"]}) == len(board["panels"])
 
@@ -574,9 +595,24 @@ def test_dashboard_uses_the_provisioned_datasource_and_the_plotly_dashboards_sql
 
 def test_drift_panel_draws_the_retraining_threshold():
     board = json.loads(DASHBOARD.read_text())
-    (panel,) = [p for p in board["panels"] if squeeze(dashboard.DRIFT_SHARE_SQL) in squeeze(p["targets"][0]["rawSql"])]
-    steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
-    assert steps[-1]["value"] == RetrainingPolicy().drift_share_threshold
+    panels = [p for p in board["panels"] if squeeze(dashboard.DRIFT_SHARE_SQL) in squeeze(p["targets"][0]["rawSql"])]
+    assert {panel["type"] for panel in panels} == {"timeseries", "stat"}  # the series and the status tile
+    for panel in panels:
+        steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        assert steps[-1]["value"] == RetrainingPolicy().drift_share_threshold
+
+
+def test_the_quality_alert_fires_where_the_retraining_rule_would():
+    policy = RetrainingPolicy()
+    (rule,) = alert_rules()
+    steps = {query["refId"]: query for query in rule["data"]}
+    sql = squeeze(steps["A"]["model"]["rawSql"])
+    assert f"avg(recent.value) - {policy.quality_fraction} * " in sql
+    assert f"LIMIT {policy.quality_windows} ) recent" in sql
+    assert squeeze(dashboard.WINDOW_METRICS_SQL) in sql and squeeze(dashboard.CHAMPION_SCORE_SQL) in sql
+    assert f"q.metric = '{PR_AUC_METRIC}'" in sql
+    assert steps["C"]["model"]["conditions"][0]["evaluator"] == {"type": "lt", "params": [0]}
+    assert rule["condition"] == "C" and steps["C"]["model"]["expression"] == "B"
 
 
 # Grafana's PostgreSQL macros, expanded as Grafana expands them, over a range that holds every row.
@@ -627,7 +663,10 @@ def seed_monitoring_tables(conn) -> None:
         cur.execute(
             "INSERT INTO model_events (event, model_name, model_version, details, simulated_date)"
             " VALUES ('promoted', 'accident_severity', '2', %s, %s)",
-            (json.dumps({key: 0.7 for key in dashboard.CHAMPION_SERIES}), first + timedelta(days=7)),
+            (
+                json.dumps({"primary_metric": "ksi_pr_auc", "score": 0.6}),
+                first + timedelta(days=7),
+            ),
         )
         cur.execute(
             "INSERT INTO notebook_runs (run_id, notebook, parameters, status, started_at, finished_at, duration_s,"
@@ -635,13 +674,43 @@ def seed_monitoring_tables(conn) -> None:
             " ('run-1', '03_infer', '{}', 'succeeded', now(), now(), 1.5, NULL, NULL, NULL),"
             " ('run-2', '04_monitor', '{}', 'failed', now(), now(), 0.5, 3, 'ValueError', 'bad value')"
         )
+        cur.execute(
+            "INSERT INTO model_events (event, model_name, model_version, details, simulated_date) VALUES"
+            " ('retrained', 'accident_severity', '2', %s, %s),"
+            " ('retraining_not_needed', 'accident_severity', '2', %s, %s)",
+            (
+                json.dumps({"champion_before": "1", "champion_after": "2"}),
+                first + timedelta(days=6),
+                json.dumps({"reasons": []}),
+                first + timedelta(days=13),
+            ),
+        )
+        cur.execute(
+            "INSERT INTO simulation_state (name, started_at, start_date, seconds_per_day, last_inferred_date)"
+            " VALUES ('default', now() - interval '20 seconds', %s, 1, %s)",
+            (first, first + timedelta(days=13)),
+        )
     for week, version in ((0, "1"), (1, "2")):
         start = first + timedelta(days=7 * week)
         end = start + timedelta(days=6)
-        store_metrics(conn, start, end, version, DRIFT, {DRIFT_SHARE_METRIC: 0.25}, end)
-        store_metrics(
-            conn, start, end, version, QUALITY, {ROC_AUC_METRIC: 0.71, PR_AUC_METRIC: 0.43}, end + timedelta(days=30)
-        )
+        drift = {
+            DRIFT_SHARE_METRIC: 0.25,
+            "drift.p_ksi_score": 0.04,
+            "drift.predicted_class_score": 0.02,
+            "drift.predicted_share.fatal": 0.01,
+            "drift.predicted_share.serious": 0.3,
+            "drift.feature_score.speed_limit": 0.12,
+        }
+        store_metrics(conn, start, end, version, DRIFT, drift, end)
+        quality = {
+            ROC_AUC_METRIC: 0.71,
+            PR_AUC_METRIC: 0.43,
+            "quality.ksi_brier": 0.16,
+            "quality.recall_serious": 0.5,
+            "quality.actual_share.fatal": 0.02,
+            "quality.actual_share.serious": 0.25,
+        }
+        store_metrics(conn, start, end, version, QUALITY, quality, end + timedelta(days=30))
 
 
 def test_postgres_init_creates_both_databases_and_every_dashboard_query_runs_read_only(stack):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -14,13 +15,14 @@ import pandas as pd
 import psycopg2
 import psycopg2.extras
 import pytest
+from plotly.offline import get_plotlyjs
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from lib import db, evaluation, monitor, notebooks, stats19, synth
+from lib import db, evaluation, evidently_report, html_packing, monitor, notebooks, stats19, synth
 from lib import model as severity_model
-from lib.dashboard import write_dashboard
+from lib.dashboard import mlflow_run_url, write_dashboard
 from lib.features import CATEGORICAL_FEATURES, FEATURE_COLUMNS, NUMERIC_FEATURES, build_curated
 from lib.ingest import CURATED
 from lib.lake import Lake
@@ -101,7 +103,10 @@ def test_drift_is_found_in_the_shifted_window_and_not_in_the_others(synthetic_cu
         with db.session(database_url) as conn:
             monitor.store_metrics(conn, start, end, "1", "drift", drift.metrics(), end)
             decision = monitor.decide_from_metrics(conn, "1", end, champion_pr_auc=None, policy=policy)
-        results[start] = (drift, decision, monitor.save_report(snapshot, tmp_path, start, end, "1"))
+        heading = evidently_report.ReportHeading(
+            evidently_report.DRIFT, start, end, "accident_severity", "1", f"{len(window):,} collisions"
+        )
+        results[start] = (drift, decision, evidently_report.save_report(snapshot, tmp_path, heading))
 
     shifted, decision, report = results.pop(SHIFT_START)
     assert shifted.share_drifted_features > policy.drift_share_threshold and decision.recommended
@@ -115,8 +120,31 @@ def test_drift_is_found_in_the_shifted_window_and_not_in_the_others(synthetic_cu
         assert drift.share_drifted_features < policy.drift_share_threshold and not decision.recommended
         assert not {"speed_limit", "urban_or_rural_area"} & {n for n, flag in drift.feature_drifted.items() if flag}
         assert drift.p_ksi_score < shifted.p_ksi_score / 5
-    assert report.name == "drift_2024-03-04_2024-03-10_model-1.html" and "speed_limit" in report.read_text()
-    assert len(list(report.parent.iterdir())) == 3
+    assert report.name == "drift_2024-03-04_2024-03-10_model-1.html"
+    assert_light_report(report, "Drift of the features and predictions: 2024-03-04..2024-03-10, model 1")
+    assert "speed_limit" in json.dumps(report_data(report))
+    assert sorted(p.name for p in report.parent.glob("*.html")) == [
+        f"drift_{start}_{start + timedelta(days=6)}_model-1.html"
+        for start in (SHIFT_START - timedelta(days=7), SHIFT_START, SHIFT_START + timedelta(days=7))
+    ]
+
+
+def report_data(report) -> dict:
+    """The data a light report hands to Evidently's bundle."""
+    packed = re.search(r"<script type='application/octet-stream' id='report-data'>([^<]+)</script>", report.read_text())
+    return evidently_report.unpack(packed.group(1))
+
+
+def assert_light_report(report, title: str) -> None:
+    """The report names what it covers and loads Evidently's bundle from the one shared copy."""
+    page = report.read_text()
+    assert f"<title>{title}</title>" in page and f"<h1>{title}</h1>" in page
+    (bundle,) = re.findall(r"<script src='([^']+)'>", page)
+    shared = report.parent / bundle
+    assert shared.parent.name == "assets" and shared.stat().st_size < 2_000_000
+    packed = re.fullmatch(r'window.evidentlyBundle = "([^"]+)";\n', shared.read_text()).group(1)
+    assert "drawDashboard" in html_packing.unpack(packed)  # Evidently's 3.5 MB bundle itself
+    assert len(page) < 200_000 and "drawDashboard" in page
 
 
 # ------------------------------------------------------------------------------------------ quality
@@ -158,6 +186,10 @@ def test_quality_metrics_match_their_definitions():
     assert values["ksi_brier"] == pytest.approx(((scored["p_ksi"] - ksi) ** 2).mean())
     assert 0.6 < values["ksi_roc_auc"] < 1.0
     assert ksi.mean() < values["ksi_pr_auc"] < 1.0
+    # The true severity shares (label drift), stored beside the predicted ones.
+    metrics = quality.metrics()
+    assert metrics["quality.actual_share.serious"] == pytest.approx((scored["collision_severity"] == 2).mean())
+    assert sum(metrics[f"quality.actual_share.{name}"] for name in ("fatal", "serious", "slight")) == pytest.approx(1)
 
     perfect = scored.assign(
         p_ksi=scored["ksi"] * 0.9 + 0.05, ksi_alert=scored["ksi"] == 1, predicted_severity=scored["collision_severity"]
@@ -165,6 +197,24 @@ def test_quality_metrics_match_their_definitions():
     best = monitor.compute_quality(perfect, WINDOW_START, WINDOW_END, date(2025, 1, 1), DELAY)
     perfect_scores = ("ksi_roc_auc", "ksi_pr_auc", "ksi_recall", "ksi_precision", "macro_f1")
     assert {name: best.values[name] for name in perfect_scores} == dict.fromkeys(perfect_scores, 1)
+
+
+def test_a_labelled_window_gets_a_light_classification_report_naming_what_it_covers(tmp_path):
+    scored = scored_collisions(WINDOW_START, 7, seed=3)
+    snapshot = monitor.classification_snapshot(scored, alert_threshold=0.4)
+    heading = evidently_report.ReportHeading(
+        evidently_report.QUALITY, WINDOW_START, WINDOW_END, "accident_severity", "3", f"{len(scored)} collisions"
+    )
+    report = evidently_report.save_report(snapshot, tmp_path, heading)
+    assert report.name == "quality_2024-03-04_2024-03-10_model-3.html"
+    assert_light_report(report, f"{evidently_report.KIND_TITLES['quality']}: 2024-03-04..2024-03-10, model 3")
+    assert f"{len(scored)} collisions" in report.read_text()
+    # Evidently's confusion matrix counts the alerts at the threshold, as the stored recall does.
+    alerts = scored["p_ksi"] >= 0.4
+    true_positives = int((alerts & (scored["ksi"] == 1)).sum())
+    assert f"[{int(((~alerts) & (scored['ksi'] == 1)).sum())},{true_positives}]" in json.dumps(
+        report_data(report), separators=(",", ":")
+    )
 
 
 def test_a_window_with_one_class_gets_undefined_metrics_not_a_crash():
@@ -353,14 +403,25 @@ def test_the_decision_is_recorded_once_per_simulated_day(database_url):
 # ---------------------------------------------------------------------------------------- dashboard
 
 
-def _figure(page: str) -> tuple[list[dict], dict]:
-    """The traces and layout plotly embedded in the page: the JSON arguments of Plotly.newPlot."""
-    match = re.search(r'Plotly\.newPlot\(\s*"monitoring-dashboard",\s*', page)
-    assert match, "no plotly figure in the page"
-    decoder = json.JSONDecoder()
-    data, end = decoder.raw_decode(page, match.end())
-    layout, _ = decoder.raw_decode(page, page.index("{", end))
-    return data, layout
+def _figure(page: str, div_id: str = "monitoring-dashboard") -> tuple[list[dict], dict]:
+    """The traces and layout of one figure, from the JSON the page hands to plotly."""
+    match = re.search(rf"<script type='application/json' data-plotly-figure='{div_id}'>(.*?)</script>", page)
+    assert match, f"no plotly figure {div_id} in the page"
+    figure = json.loads(match.group(1))
+    return figure["data"], figure["layout"]
+
+
+def _tiles(page: str) -> dict[str, tuple[str, str, str]]:
+    """Status tiles by question: (state, answer, detail)."""
+    found = re.findall(
+        r'<div class="tile (\w+)"><div class="question">([^<]+)</div><div class="answer">([^<]+)</div>'
+        r'<div class="detail">([^<]*)</div></div>',
+        page,
+    )
+    return {
+        question: (state, html.unescape(answer), html.unescape(detail))
+        for state, question, answer, detail in found
+    }
 
 
 def test_dashboard_shows_the_series_from_the_tables(database_url, tmp_path):
@@ -384,8 +445,11 @@ def test_dashboard_shows_the_series_from_the_tables(database_url, tmp_path):
                     0.25,
                 )
             )
-    (tmp_path / "monitoring").mkdir()
-    (tmp_path / "monitoring" / "drift_2031-01-01_2031-01-07_model-1.html").write_text("<html></html>")
+    for first, last, version in ((0, 6, "1"), (7, 13, "2")):
+        path = evidently_report.report_path(tmp_path, "drift", days[first], days[last], version)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("<html></html>")
+    evidently_report.report_path(tmp_path, "quality", days[0], days[6], "1").write_text("<html></html>")
     with db.session(database_url) as conn, conn.cursor() as cur:
         psycopg2.extras.execute_values(
             cur,
@@ -396,7 +460,18 @@ def test_dashboard_shows_the_series_from_the_tables(database_url, tmp_path):
         )
         # The first week's 28 collisions are too few for its drift to count; the second week's 400 are not.
         for first, last, version, share, collisions in ((0, 6, "1", 0.75, 28), (7, 13, "2", 0.1, 400)):
-            drift = {monitor.DRIFT_SHARE_METRIC: share, monitor.DRIFT_ROWS_METRIC: collisions}
+            drift = {
+                monitor.DRIFT_SHARE_METRIC: share,
+                monitor.DRIFT_ROWS_METRIC: collisions,
+                "drift.p_ksi_score": share / 2,
+                "drift.p_ksi_drifted": float(share > 0.5),
+                "drift.predicted_share.fatal": 0.01,
+                "drift.predicted_share.serious": 0.3,
+                "drift.predicted_share.slight": 0.69,
+                "drift.feature_score.speed_limit": share,
+                "drift.feature_score.hour": 0.02,
+                "drift.feature_drifted.hour": 0.0,
+            }
             monitor.store_metrics(conn, days[first], days[last], version, "drift", drift, days[last])
         monitor.store_metrics(
             conn,
@@ -404,7 +479,15 @@ def test_dashboard_shows_the_series_from_the_tables(database_url, tmp_path):
             days[6],
             "1",
             "quality",
-            {monitor.PR_AUC_METRIC: 0.41, monitor.ROC_AUC_METRIC: 0.77},
+            {
+                monitor.PR_AUC_METRIC: 0.41,
+                monitor.ROC_AUC_METRIC: 0.77,
+                "quality.ksi_brier": 0.16,
+                "quality.recall_serious": 0.55,
+                "quality.actual_share.fatal": 0.02,
+                "quality.actual_share.serious": 0.26,
+                "quality.actual_share.slight": 0.72,
+            },
             days[6] + timedelta(30),
         )
         cur.execute(
@@ -412,7 +495,40 @@ def test_dashboard_shows_the_series_from_the_tables(database_url, tmp_path):
             " ('promoted', 'accident_severity', '1', %s)",
             (json.dumps({"primary_metric": "ksi_pr_auc", "score": 0.45, "version": "1"}),),
         )
-        path = write_dashboard(conn, tmp_path, policy=monitor.RetrainingPolicy(drift_share_threshold=0.5))
+        cur.execute(
+            "INSERT INTO model_events (event, model_name, model_version, details, simulated_date) VALUES"
+            " ('retrained', 'accident_severity', '2', %s, %s),"
+            " ('retraining_recommended', 'accident_severity', '1', %s, %s)",
+            (
+                json.dumps({"champion_before": "1", "champion_after": "2"}),
+                days[6],
+                json.dumps({"reasons": ["75% of the features drifted in the latest window (threshold 50%)"]}),
+                days[6],
+            ),
+        )
+        # A timeline that started 100 simulated days ago (at 1 s a day) and has scored 14 of them.
+        cur.execute(
+            "INSERT INTO simulation_state (name, started_at, start_date, seconds_per_day, last_inferred_date)"
+            " VALUES ('default', now() - interval '100 seconds', %s, 1, %s)",
+            (days[0], days[-1]),
+        )
+        latest = pd.DataFrame(
+            {
+                "collision_index": ["A", "B", "C"],
+                "latitude": [51.5, 51.6, None],
+                "longitude": [-0.1, -0.05, -0.2],
+                "p_ksi": [0.2, 0.7, 0.5],
+                "ksi_alert": [False, True, True],
+            }
+        )
+        path = write_dashboard(
+            conn,
+            tmp_path,
+            policy=monitor.RetrainingPolicy(drift_share_threshold=0.5),
+            latest_collisions=latest,
+            latest_window=(days[7], days[13]),
+            champion_run_url=mlflow_run_url("http://127.0.0.1:5000/", "abc123"),
+        )
 
     page = path.read_text()
     data, layout = _figure(page)
@@ -422,9 +538,12 @@ def test_dashboard_shows_the_series_from_the_tables(database_url, tmp_path):
         "mean P(KSI)",
         "alert rate",
         "share of drifted features",
+        "P(KSI) drift score",
         "KSI ROC-AUC",
         "KSI PR-AUC",
+        "KSI Brier score",
         "champion test PR-AUC",
+        "recall, serious",
     } <= set(traces)
     assert "champion test ROC-AUC" not in traces  # the promotion recorded only its primary metric
     scored = traces["collisions scored"]
@@ -436,14 +555,42 @@ def test_dashboard_shows_the_series_from_the_tables(database_url, tmp_path):
     assert drift["y"] == [0.75, 0.1] and drift["text"][0] == "2031-01-01..2031-01-07, model 1, 28 collisions"
     too_small = traces["window under 300 collisions: its drift does not count"]
     assert too_small["x"] == ["2031-01-07"] and too_small["y"] == [0.75]
-    assert [line["y0"] for line in layout["shapes"] if line["y0"] == line["y1"]] == [0.5]  # the threshold
-    # The change of model version is marked across the panels; the first version is no change.
-    vertical = [shape["x0"] for shape in layout["shapes"] if shape["x0"] == shape["x1"]]
-    assert vertical == ["2031-01-08"] * 4
-    assert [a["text"] for a in layout["annotations"] if a["text"].startswith("model")] == ["model 2"]
+    # Label drift: the actual KSI share where labels arrived, beside the predicted one in every window.
+    assert traces["actual KSI share (labels)"]["y"] == [pytest.approx(0.28)]
+    assert traces["predicted KSI share"]["y"] == [pytest.approx(0.31), pytest.approx(0.31)]
+    assert traces["actual serious share"]["y"] == [0.26]
+    heatmap = traces["feature drift score"]
+    assert heatmap["y"] == ["hour", "speed_limit"] and heatmap["z"] == [[0.02, 0.02], [0.75, 0.1]]
+    # The retraining threshold (drift) and floor (0.8 x the champion's 0.45, quality).
+    assert sorted(line["y0"] for line in layout["shapes"] if line["y0"] == line["y1"]) == [pytest.approx(0.36), 0.5]
+    # The change of model version and the retraining are marked across all eight panels.
+    vertical = sorted(shape["x0"] for shape in layout["shapes"] if shape["x0"] == shape["x1"])
+    assert vertical == ["2031-01-07"] * 8 + ["2031-01-08"] * 8
+    assert {a["text"] for a in layout["annotations"]} >= {"model 2 scores", "retrained"}
+    # Every panel names what its axis measures.
+    assert [layout[f"yaxis{n if n > 1 else ''}"]["title"]["text"] for n in (1, 6)] == ["collisions / day", "score"]
+
+    tiles = _tiles(page)
+    assert tiles["Which model serves?"][:2] == ("ok", "version 2")
+    assert "scoring since 2031-01-08" in tiles["Which model serves?"][2]
+    assert tiles["Is it drifting?"][:2] == ("ok", "no: 10% of features drifted")
+    state, answer, detail = tiles["Is its labelled quality holding?"]
+    assert (state, answer) == ("warn", "KSI PR-AUC 0.410") and "champion's test figure 0.450" in detail
+    assert tiles["When did it last retrain?"][1:] == ("7 days ago, 2031-01-07", "version 2 became champion")
+    assert tiles["Does monitoring call for retraining?"][:2] == ("alert", "yes")
+    assert tiles["Is the runner keeping up?"][0] == "warn" and "behind" in tiles["Is the runner keeping up?"][1]
+
+    map_data, map_layout = _figure(page, "latest-window-map")
+    points, alerts = map_data
+    assert points["x"] == [-0.1, -0.05] and points["marker"]["color"] == [0.2, 0.7]  # no position, no point
+    assert alerts["y"] == [51.6] and "2031-01-08..2031-01-14" in map_layout["title"]["text"]
     assert 'href="monitoring/drift_2031-01-01_2031-01-07_model-1.html"' in page
-    # plotly.js is inline, not fetched: the page opens offline.
-    assert not re.search(r"<script[^>]*\bsrc=", page) and len(page) > 3_000_000
+    assert 'href="monitoring/quality_2031-01-01_2031-01-07_model-1.html"' in page
+    assert 'href="index.html"' in page and 'href="http://127.0.0.1:5000/#/runs/abc123"' in page
+    # plotly.js is in the page (packed), not fetched: the page opens offline.
+    assert not re.search(r"<script[^>]*\bsrc=", page)
+    packed = re.search(r"<script type='application/octet-stream' id='plotly-js'>([^<]+)</script>", page).group(1)
+    assert html_packing.unpack(packed) == get_plotlyjs() and len(page) < 2_500_000
 
 
 # ------------------------------------------------------------------------------------------ notebook
@@ -542,8 +689,15 @@ def test_04_monitor_stores_drift_now_quality_later_and_the_decision_once(monitor
     ]
     assert events[1]["details"]["recent_pr_aucs"] and events[1]["details"]["champion_pr_auc"] is not None
     assert (tmp_path / "dashboard.html").exists()
+    version = monitored_stack["version"]
     assert sorted(p.name for p in (tmp_path / "monitoring").iterdir()) == [
-        f"drift_2024-03-04_2024-03-10_model-{monitored_stack['version']}.html",
-        f"drift_2024-04-08_2024-04-14_model-{monitored_stack['version']}.html",
+        "assets",
+        f"drift_2024-03-04_2024-03-10_model-{version}.html",
+        f"drift_2024-04-08_2024-04-14_model-{version}.html",
+        f"quality_2024-03-04_2024-03-10_model-{version}.html",  # its labels arrived on 9 April
     ]
+    assert_light_report(
+        tmp_path / "monitoring" / f"quality_2024-03-04_2024-03-10_model-{version}.html",
+        f"{evidently_report.KIND_TITLES['quality']}: 2024-03-04..2024-03-10, model {version}",
+    )
     print(f"04_monitor took {second.duration_s:.1f} s for one window")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -319,6 +320,24 @@ def test_html_copies_are_written_without_network(tmp_path, monkeypatch):
     notebooks._html_exporter.cache_clear()  # build the exporter (templates, CSS) while offline too
     html = notebooks.write_html(ipynb).read_text()
     assert "Fixture: a notebook that succeeds" in html and "<style" in html
+
+
+def test_html_copies_open_on_a_summary_of_the_run_and_share_one_stylesheet(settings, reports):
+    first, second = (
+        notebooks.execute(FIXTURES / "succeeds.py", {"greeting": g}, reports_dir=reports, record=False, progress=False)
+        for g in ("hej", "salut")
+    )
+    page = first.output_html.read_text()
+    summary = page.index("class='run-summary'")
+    assert summary < page.index('class="jp-Cell ') and summary < page.index("hej hej")
+    assert "<b>succeeded</b>" in page[summary:] and "<code>greeting = &quot;hej&quot;</code>" in page[summary:]
+    assert "Fixture: a notebook that succeeds" in page[summary : page.index("</section>")]
+    # The template's CSS is one file beside the copies, not inside each of them.
+    (sheet,) = re.findall(r"<link rel='stylesheet' href='([^']+)'>", page)
+    assert sheet in second.output_html.read_text()
+    assert (first.output_html.parent / sheet).stat().st_size > 100_000 and len(page) < 60_000
+    assert ".jp-Cell" in (first.output_html.parent / sheet).read_text() and ".jp-Cell {" not in page
+    assert "mermaid.esm" not in page  # no diagram to draw, so no loader for one
 
 
 def _printed_value(ipynb: Path, label: str) -> str:

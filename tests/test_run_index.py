@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,17 +44,44 @@ def test_the_index_links_relatively_and_escapes_what_the_runs_recorded(tmp_path)
         _run(reports, output_ipynb=str(elsewhere), output_html=None, status="running", duration_s=None),
         _run(reports),
     ]
-    page = render(runs, reports, datetime(2025, 3, 2, tzinfo=UTC))
+    for run in runs:
+        for output in (run["output_ipynb"], run["output_html"]):
+            if output:
+                Path(output).parent.mkdir(parents=True, exist_ok=True)
+                Path(output).write_text("{}")
+    pruned = _run(reports, run_id="20250201T120000Z-0123abcd", output_html=str(reports / "runs" / "gone.html"))
+    page = render([*runs, pruned], reports, datetime(2025, 3, 2, tzinfo=UTC))
 
-    assert "<script>" not in page and "<b>2018</b>" not in page
+    assert "<script>alert" not in page and "<b>2018</b>" not in page
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; more" in page
-    assert "as_of = &quot;&lt;b&gt;2018&lt;/b&gt;&quot;" in page
+    assert "as_of = &quot;&lt;b&gt;2018&lt;/b&gt;&quot;</summary>" in page  # folded, its summary escaped too
     assert 'href="runs/03_infer/20250301T120000Z-abcdef12.html"' in page
     assert f'href="{elsewhere.resolve().as_uri()}"' in page  # outside REPORTS_DIR: an absolute file URL
     assert "cell 7: ValueError" in page
-    rows = re.findall(r"<tr><td>.*?</tr>", page)
-    assert [re.findall(r'class="status"[^>]*>(\w+)<', row)[0] for row in rows] == ["failed", "running", "succeeded"]
-    assert "3 run(s): 1 failed, 1 running, 1 succeeded" in page
+    rows = re.findall(r"<tr data-notebook=.*?</tr>", page)
+    assert [re.findall(r'class="status"[^>]*>(\w+)<', row)[0] for row in rows][:3] == ["failed", "running", "succeeded"]
+    assert '<span class="pruned"' in rows[3] and 'gone.html"' not in rows[3].split("title=")[0]  # no dead link
+    # Rows carry what the filters match on, and the filters offer what the runs hold.
+    assert [re.match(r'<tr data-notebook="(\w+)" data-status="(\w+)"', row).groups() for row in rows[:3]] == [
+        ("04_monitor", "failed"),
+        ("03_infer", "running"),
+        ("03_infer", "succeeded"),
+    ]
+    notebook_filter = re.search(r'<select id="notebook-filter".*?</select>', page).group(0)
+    assert re.findall(r'<option value="(\w*)">', notebook_filter) == ["", "03_infer", "04_monitor"]
+    assert "4 run(s): 1 failed, 1 running, 2 succeeded" in page
+
+
+def test_long_parameters_fold_behind_a_one_line_summary(tmp_path):
+    reports = tmp_path / "reports"
+    parameters = {"database_url": "postgresql://postgres@127.0.0.1:15432/accident_severity", "window_end": "2024-01-07"}
+    page = render([_run(reports, parameters=parameters)], reports, datetime(2025, 3, 2, tzinfo=UTC))
+    folded = re.search(r"<details><summary>(.*?)</summary>(.*?)</details>", page)
+    assert folded.group(1).endswith("…") and len(html.unescape(folded.group(1))) == 60
+    assert folded.group(2).split("<br>") == [
+        "database_url = &quot;postgresql://postgres@127.0.0.1:15432/accident_severity&quot;",
+        "window_end = &quot;2024-01-07&quot;",
+    ]
 
 
 def test_the_index_keeps_a_long_error_whole_and_shows_warnings(tmp_path):

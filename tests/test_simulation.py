@@ -11,6 +11,7 @@ kernel, so the comparison also shows that warm kernels change no result.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -299,7 +300,8 @@ def test_an_undisturbed_run_scores_every_day_once_and_monitors_every_window(worl
     assert decisions[date(2023, 1, 10)] == "retraining_recommended"
     assert "MODEL_VERSION pins the model" in undisturbed["log"]
     index = undisturbed["index"]
-    assert index.count("<tr>") == 1 + 4 and index.index("04_monitor") < index.index("03_infer")  # newest first
+    listed = re.findall(r'<tr data-notebook="(\w+)"', index)
+    assert len(listed) == 4 and listed[0] == "04_monitor" and listed[-1] == "03_infer"  # newest first
 
 
 def _wait_inside(runner: Runner, database_url: str, notebook: str, nth: int) -> None:
