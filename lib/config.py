@@ -6,7 +6,7 @@ here, so a typo fails at start-up with the variable's name and value, not deep i
 
 `configure()` is the one channel from the settings to every tool that reads variables of its
 own: it exports the resolved settings and the variables MLflow's client and registry, boto3
-and every child process (notebook kernels, `mlflow models serve`, JupyterLab) look up. Each
+and every child process (notebook kernels, the model server, JupyterLab) look up. Each
 entry point and notebook calls it once instead of setting variables itself.
 """
 
@@ -62,6 +62,7 @@ class Settings:
     serve_port: int
     jupyter_port: int
     notebook_timeout: float
+    runs_keep_per_notebook: int
 
     @property
     def model_uri(self) -> str:
@@ -160,6 +161,7 @@ def load_settings(environ: dict[str, str] | None = None, dotenv: Path | None = D
         serve_port=_number("SERVE_PORT", env["SERVE_PORT"], int),
         jupyter_port=_number("JUPYTER_PORT", env["JUPYTER_PORT"], int),
         notebook_timeout=_number("NOTEBOOK_TIMEOUT", env["NOTEBOOK_TIMEOUT"]),
+        runs_keep_per_notebook=_number("RUNS_KEEP_PER_NOTEBOOK", env["RUNS_KEEP_PER_NOTEBOOK"], int),
     )
 
 

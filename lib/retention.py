@@ -3,7 +3,8 @@
 Every notebook run leaves an executed `.ipynb` and its HTML copy under `REPORTS_DIR/runs/` (about
 90 KB a run); a simulated year at one tick a simulated day runs 03_infer 365 times. Keeping the newest
 `keep_per_notebook` successful runs of each notebook bounds that archive; failed, timed-out and
-interrupted runs are always kept, since they are the ones a person opens. `notebook_runs` keeps every
+interrupted runs are always kept, since they are the ones a person opens. The simulation runner
+prunes after every tick, keeping RUNS_KEEP_PER_NOTEBOOK. `notebook_runs` keeps every
 row, and the run index marks the runs whose copies were pruned.
 """
 
@@ -15,8 +16,6 @@ from pathlib import Path
 from lib.db import fetch_dicts
 
 log = logging.getLogger(__name__)
-
-DEFAULT_KEEP_PER_NOTEBOOK = 100
 
 # Successful runs beyond the newest `keep` of their notebook.
 PRUNABLE_RUNS_SQL = """
@@ -31,7 +30,7 @@ WHERE newest > %(keep)s
 """
 
 
-def prune_run_archive(conn, keep_per_notebook: int = DEFAULT_KEEP_PER_NOTEBOOK) -> list[Path]:
+def prune_run_archive(conn, keep_per_notebook: int) -> list[Path]:
     """Delete the executed copies of every successful run but the newest `keep_per_notebook` of its
     notebook; return the files deleted. Safe to call after every tick: already pruned runs cost a stat."""
     if keep_per_notebook < 1:

@@ -49,6 +49,7 @@ from lib.ingest import CURATED
 from lib.lake import LakeError, open_lake
 from lib.model_run import TEST_RANGE_PARAM, range_end
 from lib.monitor import DRIFT_SHARE_METRIC, PR_AUC_METRIC
+from lib.retention import prune_run_archive
 
 log = logging.getLogger(__name__)
 
@@ -570,6 +571,8 @@ class Runner:
             due = min(timeline.completed_through(datetime.now(UTC)), final)
             report.days_behind = (due - progress.last_inferred).days
             report.done = progress.last_inferred >= final and self._next_point(progress).as_of > final
+            with self._session() as conn:
+                prune_run_archive(conn, self.settings.runs_keep_per_notebook)
         except NeedsAction:
             raise
         except psycopg2.ProgrammingError as error:  # a table or column the statement expects is not there

@@ -1,19 +1,21 @@
-"""Serve the registered severity model over HTTP (`make serve`) with MLflow's scoring server.
+"""Serve the registered severity model over HTTP (`make serve`).
 
     python scripts/serve.py [--host 127.0.0.1] [--port SERVE_PORT] [--model-uri URI] [--workers 1]
 
 The model is MODEL_NAME at MODEL_VERSION when that is set, otherwise at alias MODEL_ALIAS
 (`models:/accident_severity@champion`). The alias is resolved once, at start, and that version is
-served: restart the server after a promotion to serve the new champion. The server is
-`mlflow models serve --env-manager local`, i.e. this environment's packages, with this
-interpreter's bin folder first on PATH (MLflow starts `uvicorn` by name). When it answers, the URL
-and a ready-to-paste request for one collision are printed. Ctrl-C or SIGTERM stops it.
+served: restart the server after a promotion to serve the new champion. The server is uvicorn
+running `lib.serving` (the model loaded once per worker with MLflow, in this environment): it
+checks every request (415, 413 above 10 MiB, 400 naming the column, row and value) before the
+model sees it. When it answers, the URL and a ready-to-paste request for one collision are
+printed. Ctrl-C or SIGTERM stops it.
 
 Request: POST /invocations, Content-Type: application/json, body
 `{"dataframe_records": [{"police_force": 1, "speed_limit": 30, ...}, ...]}` (or `dataframe_split`),
 one object per collision with every feature of the model's signature (codes as numbers, null for
 missing). Response: `{"predictions": [{"p_fatal": ..., "p_serious": ..., "p_slight": ...,
-"p_ksi": ..., "predicted_severity": 3, "ksi_alert": false}, ...]}`. GET /ping answers 200 when ready.
+"p_ksi": ..., "predicted_severity": 3, "ksi_alert": false}, ...]}`. GET /ping answers 200 when ready,
+GET /version names the model version.
 
 Exit codes: 0 stopped by Ctrl-C or SIGTERM, 1 the server stopped or never became ready,
 2 bad configuration or no such model in the registry.
@@ -34,18 +36,15 @@ from pathlib import Path
 
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from lib.config import ConfigError, Settings, configure  # noqa: E402
 from lib.inference import InferenceError, ModelRef, resolve_model  # noqa: E402
 from lib.lake import LakeError, open_lake  # noqa: E402
+from lib.serving import MODEL_URI_VARIABLE  # noqa: E402
 
 EXIT_STOPPED, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
-
-
-def server_environment() -> dict[str, str]:
-    """The configured environment, with this interpreter's bin folder first: MLflow runs `uvicorn` from PATH."""
-    return {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
 
 
 def example_collision(model: ModelRef, settings: Settings) -> dict:
@@ -119,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{port}"
     print(f"Starting the model server for {model.describe()} on {args.host}:{port} ...", flush=True)
 
-    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model.uri, "--env-manager", "local",
-               "-h", args.host, "-p", str(port), "-w", str(args.workers)]
+    command = [sys.executable, "-m", "uvicorn", "lib.serving:app_from_environment", "--factory",
+               "--host", args.host, "--port", str(port), "--workers", str(args.workers)]
     stopping, children = [], []
 
     def stop(signum, frame):
@@ -131,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    server = subprocess.Popen(command, env=server_environment(), preexec_fn=_die_with_parent)
+    server = subprocess.Popen(command, env={**os.environ, MODEL_URI_VARIABLE: model.uri}, cwd=ROOT,
+                              preexec_fn=_die_with_parent)
     children.append(server)
     if stopping:  # a signal arrived while the server was being started
         stop(None, None)

@@ -365,7 +365,7 @@ def test_project_commands_are_the_makefile_entry_points(compose):
     for name, command in JOB_COMMANDS.items():
         assert services[name]["command"] == command
     assert services["jupyter"]["command"][:2] == ["jupyter", "lab"]
-    # scripts/serve.py runs `mlflow models serve --env-manager local` on the port the container publishes.
+    # scripts/serve.py serves on the port the container publishes.
     assert services["model-server"]["command"] == ["python", "scripts/serve.py", "--host", "0.0.0.0", "--port", "5001"]
     assert 5001 in container_ports(services["model-server"])
     makefile = (ROOT / "Makefile").read_text()

@@ -17,8 +17,12 @@ import pandas as pd
 import pytest
 import requests
 
+from lib.feature_values import DOMAINS
 from lib.features import build_curated
+from lib.ingest import CURATED
+from lib.lake import Lake
 from lib.model import OUTPUT_COLUMNS
+from lib.serving import feature_frame
 from lib.synth import generate
 from tests.serving import SERVE_SCRIPT, free_port, mirror_champion, model_server
 
@@ -102,6 +106,45 @@ def test_bad_requests_get_a_readable_4xx_or_a_correct_answer(server, pyfunc, exa
 
     assert requests.get(f"{server.url}/ping", timeout=10).status_code == 200
     assert server.process.poll() is None
+
+
+def test_what_the_server_refuses_it_refuses_with_the_right_status_and_never_an_error_page(server, example):
+    refused = {
+        "no content type": (json.dumps({"dataframe_records": [example]}), None, 415, "Content-Type"),
+        "CSV": ("speed_limit\n30\n", "text/csv", 415, "application/json"),
+        "a body over 10 MiB": ("[" + " " * (11 * 1024 * 1024) + "]", "application/json", 413, "larger than"),
+        "JSON nested 50,000 deep": ("[" * 50_000 + "]" * 50_000, "application/json", 400, "deeper"),
+        "true as a code": ({"dataframe_records": [{**example, "urban_or_rural_area": True}]}, None, 400,
+                           "urban_or_rural_area is true in row 0"),
+        "a number as text": ({"dataframe_records": [{**example, "speed_limit": "30"}]}, None, 400,
+                             "speed_limit is '30' in row 0"),
+        "a fraction of a code": ({"dataframe_records": [example, {**example, "police_force": 1.5}]}, None, 400,
+                                 "police_force is 1.5 in row 1; it must be one of the codes 1, 3, 4"),
+        "a speed limit that is no DfT code": ({"dataframe_records": [{**example, "speed_limit": 999}]}, None, 400,
+                                              "speed_limit is 999 in row 0; it must be one of the codes 20, 30"),
+        "a huge number": ({"dataframe_records": [{**example, "speed_limit": 1e30}]}, None, 400, "speed_limit is 1e+30"),
+        "the missing code instead of null": ({"dataframe_records": [{**example, "light_conditions": -1}]}, None, 400,
+                                             "light_conditions is -1 in row 0"),
+        "a place outside Great Britain": ({"dataframe_records": [{**example, "latitude": 40.4}]}, None, 400,
+                                          "latitude is 40.4 in row 0; it must be a number from 49 to 61.5"),
+    }
+    for case, (body, content_type, status, message) in refused.items():
+        data = body if isinstance(body, str) else json.dumps(body)
+        headers = {"Content-Type": content_type or "application/json"} if content_type or isinstance(body, dict) \
+            else {}
+        response = requests.post(f"{server.url}/invocations", data=data.encode(), headers=headers, timeout=120)
+        assert response.status_code == status, f"{case}: HTTP {response.status_code} {response.text[:300]}"
+        answer = response.json()
+        assert message in answer["message"], f"{case}: {answer['message']}"
+        assert len(response.content) < 1000, f"{case}: the answer echoes the request ({len(response.content)} bytes)"
+    assert requests.get(f"{server.url}/ping", timeout=10).status_code == 200
+
+
+def test_every_curated_collision_of_the_mirror_is_within_what_the_server_accepts(champion, settings):
+    rows = Lake(champion.lake_uri, settings).read_dataset(CURATED)
+    features = list(DOMAINS)
+    frame = feature_frame(features, rows[features].astype("float64").to_numpy().tolist(), tuple(features))
+    assert len(frame) == len(rows) > 3000  # feature_frame refuses, naming the column, row and value, otherwise
 
 
 def test_an_unknown_model_stops_serve_with_a_clear_message():

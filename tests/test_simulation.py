@@ -365,7 +365,7 @@ def test_a_runner_stopped_at_any_moment_and_restarted_loses_and_duplicates_nothi
 
 
 def test_a_reset_while_a_runner_works_is_refused_and_deletes_nothing(world, undisturbed, fresh_database, tmp_path):
-    env = simulation_env(world, fresh_database, tmp_path / "reports")
+    env = simulation_env(world, fresh_database, tmp_path / "reports", RUNS_KEEP_PER_NOTEBOOK="2")
     start_timeline_long_ago(fresh_database)
     runner = Runner(env, tmp_path / "runner.log")
 
@@ -384,6 +384,10 @@ def test_a_reset_while_a_runner_works_is_refused_and_deletes_nothing(world, undi
     assert all(after[table] >= before[table] for table in before), (before, after)  # the runner writes on
     assert runner.wait() == 0, runner.output()
     assert snapshot(fresh_database) == {key: undisturbed[key] for key in ("predictions", "metrics", "state")}
+    # The runner kept the archived copies of the two newest successful runs of each notebook only.
+    monitored = [row for row in runs(fresh_database, "04_monitor") if row["status"] == "succeeded"]
+    kept = [row["run_id"] for row in monitored if Path(row["output_ipynb"]).exists()]
+    assert len(monitored) > 2 and kept == [row["run_id"] for row in monitored[-2:]]
 
 
 @pytest.fixture
