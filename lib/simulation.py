@@ -436,11 +436,6 @@ class Runner:
                 "window_start": start.isoformat(),
                 "window_end": end.isoformat(),
                 "as_of": as_of.isoformat(),
-                "label_delay_days": self.settings.label_delay_days,
-                "model_name": self.settings.model_name,
-                "database_url": self.settings.database_url,
-                "reports_dir": str(self.settings.reports_dir),
-                "lake_uri": self.settings.lake_uri,
             },
         )
         with self._session() as conn:

@@ -21,7 +21,7 @@
 # * **Has the input changed?** Each feature of the window's collisions is compared with the reference
 #   sample logged with the model that scored them, and so are the model's outputs: the P(KSI)
 #   distribution and the shares of predicted severities (Evidently; the full report is saved per window).
-# * **Is the model still right?** A collision's true severity is known only `label_delay_days` after it
+# * **Is the model still right?** A collision's true severity is known only `LABEL_DELAY_DAYS` after it
 #   happened. Quality (KSI ROC-AUC and PR-AUC, precision and recall at the alert threshold, Brier score,
 #   macro-F1, recall per severity, the actual severity shares) is computed for every monitored window whose
 #   labels have **all** arrived by the simulated date `as_of`, from those labels only; for the window just
@@ -38,12 +38,7 @@
 window_start = ""  # ISO date: the first day of the window
 window_end = ""  # ISO date: the last day of the window (inclusive)
 as_of = None  # ISO date: the simulated today; None: window_end
-label_delay_days = None  # None: LABEL_DELAY_DAYS
 model_version = None  # the version whose predictions to monitor; None: the one that scored most of the window
-model_name = None  # None: MODEL_NAME
-database_url = None  # None: DATABASE_URL
-reports_dir = None  # None: REPORTS_DIR
-lake_uri = None  # None: LAKE_URI
 drift_share_threshold = 0.2  # retrain when this share of the features drifted in the window
 min_drift_rows = 300  # ... and the window held at least this many collisions (fewer drift by chance)
 quality_windows = 4  # labelled windows averaged for the quality rule
@@ -54,7 +49,6 @@ import functools
 import logging
 import time
 from datetime import date
-from pathlib import Path
 
 import pandas as pd
 from IPython.display import Markdown, display
@@ -77,12 +71,12 @@ start, end = date.fromisoformat(window_start), date.fromisoformat(window_end)
 if end < start:
     raise ValueError(f"window_end {end} is before window_start {start}")
 today = date.fromisoformat(as_of) if as_of else end
-delay = settings.label_delay_days if label_delay_days is None else int(label_delay_days)
-database_url = database_url or settings.database_url
-reports = Path(reports_dir) if reports_dir else settings.reports_dir
-model_name = model_name or settings.model_name
+delay = settings.label_delay_days
+database_url = settings.database_url
+reports = settings.reports_dir
+model_name = settings.model_name
 policy = monitor.RetrainingPolicy(quality_windows, quality_fraction, drift_share_threshold, min_drift_rows)
-lake = open_lake(settings, lake_uri)
+lake = open_lake(settings)
 
 
 @functools.cache

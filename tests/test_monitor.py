@@ -7,6 +7,7 @@ import json
 import os
 import re
 import uuid
+from dataclasses import replace
 from datetime import date, timedelta
 
 import mlflow
@@ -648,21 +649,13 @@ def monitored_stack(settings, synthetic_curated, database_url):
 
 
 @pytest.mark.slow
-def test_04_monitor_stores_drift_now_quality_later_and_the_decision_once(monitored_stack, tmp_path):
+def test_04_monitor_stores_drift_now_quality_later_and_the_decision_once(monitored_stack, settings, tmp_path):
+    own = replace(settings, lake_uri=monitored_stack["lake_uri"], model_name=monitored_stack["model_name"],
+                  database_url=monitored_stack["database_url"], reports_dir=tmp_path, label_delay_days=30)
+
     def run(window_start: str, window_end: str) -> notebooks.RunResult:
-        parameters = {
-            "window_start": window_start,
-            "window_end": window_end,
-            "lake_uri": monitored_stack["lake_uri"],
-            "model_name": monitored_stack["model_name"],
-            "database_url": monitored_stack["database_url"],
-            "reports_dir": str(tmp_path),
-            "label_delay_days": 30,
-        }
-        result = notebooks.execute(
-            "04_monitor", parameters, reports_dir=tmp_path, database_url=monitored_stack["database_url"], progress=False
-        )
-        return result.raise_for_status()
+        parameters = {"window_start": window_start, "window_end": window_end}
+        return notebooks.execute("04_monitor", parameters, settings=own, progress=False).raise_for_status()
 
     def metrics() -> list[dict]:
         with db.session(monitored_stack["database_url"]) as conn:
@@ -685,9 +678,12 @@ def test_04_monitor_stores_drift_now_quality_later_and_the_decision_once(monitor
         events = db.fetch_dicts(conn, "SELECT event, simulated_date, details FROM model_events ORDER BY simulated_date")
     assert [(e["event"], e["simulated_date"]) for e in events] == [
         ("retraining_recommended", date(2024, 3, 10)),  # the shifted week drifted
-        (events[1]["event"], date(2024, 4, 14)),
-    ]
-    assert events[1]["details"]["recent_pr_aucs"] and events[1]["details"]["champion_pr_auc"] is not None
+        # The unshifted week drifted little, and the shifted week's labelled PR-AUC is above the floor.
+        ("retraining_not_needed", date(2024, 4, 14)),
+    ], events
+    decided = events[1]["details"]
+    assert decided["drift_share"] < decided["policy"]["drift_share_threshold"]
+    assert decided["recent_pr_aucs"] and decided["mean_pr_auc"] >= decided["quality_floor"]
     assert (tmp_path / "dashboard.html").exists()
     version = monitored_stack["version"]
     assert sorted(p.name for p in (tmp_path / "monitoring").iterdir()) == [
