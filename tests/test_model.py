@@ -25,10 +25,12 @@ from lib.features import FEATURE_COLUMNS, LEAKAGE_COLUMNS, PERSONAL_COLUMNS, TAR
 from lib.ingest import CURATED
 from lib.lake import Lake
 from lib.model import (
+    FAMILIES,
     OUTPUT_COLUMNS,
     ModelInputError,
     attach_executed_notebook,
     feature_matrix,
+    fit_families,
     fit_gbm,
     split_by_labels_known,
     split_by_years,
@@ -100,7 +102,33 @@ def test_a_validation_period_without_fatal_collisions_still_trains(parts):
     validation = parts["validation"]
     no_fatal = validation[validation["collision_severity"] != 1]
     model = fit_gbm(parts["train"], no_fatal, seed=0)
-    assert np.isfinite(model.details["temperature"])
+    probabilities = model.probabilities(parts["test"])
+    assert np.isfinite(model.alert_threshold) and np.allclose(probabilities.sum(axis=1), 1.0)
+    assert (probabilities[:, 0] > 0).all()  # P(fatal | KSI) is learnt from the training rows
+
+
+def test_the_agreed_risks_only_raise_the_boosted_ksi_probability(model, parts):
+    rows = parts["test"].head(300)
+    for column, low, high in (
+        ("speed_limit", 20, 70),
+        ("light_conditions", 1, 6),  # daylight, then darkness without lighting
+        ("vehicles_motorcycle", 0, 1),
+        ("vehicles_pedal_cycle", 0, 1),
+        ("pedestrian_involved", 0, 1),
+    ):
+        safer = model.predict(rows.assign(**{column: low}))["p_ksi"]
+        riskier = model.predict(rows.assign(**{column: high}))["p_ksi"]
+        assert (riskier >= safer - 1e-12).all(), column
+        assert (riskier > safer).any(), column
+
+
+def test_the_selected_family_is_the_blend_unless_one_family_is_clearly_better(parts):
+    families = fit_families(parts["train"], parts["validation"], seed=0)
+    table = families.validation
+    assert list(table.index) == list(FAMILIES)
+    assert table["ksi_pr_auc"].between(0, 1).all() and table["ksi_brier"].between(0, 1).all()
+    ahead = table.index[table["low"] > 0]
+    assert families.selected == ("blend" if ahead.empty else table.loc[ahead, "ksi_pr_auc"].idxmax())
 
 
 # -- the split ---------------------------------------------------------------------------------------
@@ -208,6 +236,9 @@ def test_retraining_is_reproducible_and_a_tie_does_not_take_champion(trained, se
         "diff_vs_majority_ksi_pr_auc_ci_low",
         "original_regression_test_macro_f1",
         "test_log_loss",
+        "boosted_test_ksi_pr_auc",
+        "diff_vs_textbook_ksi_roc_auc",
+        "validation_blend_ksi_pr_auc",
     } <= evaluated
     assert {key: first[key] for key in evaluated} == {key: second[key] for key in evaluated}
 
