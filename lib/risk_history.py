@@ -36,58 +36,78 @@ FOLDS = 5
 # of latitude there).
 FINE_CELL = (0.009, 0.014)
 COARSE_CELL = (0.045, 0.07)
-_KEYS = ("police_force", "coarse_cell", "fine_cell", "first_road_class", "speed_limit", "urban_or_rural_area")
-# Each history: the keys that define a group, and the share its groups shrink towards (None: all rows).
+# Each level: the key parts that define a group, and the level its groups shrink towards (None: all rows).
 _LEVELS = {
     "force": (("police_force",), None),
-    "coarse": (("police_force", "coarse_cell"), "force"),
-    "history_area_ksi": (("police_force", "coarse_cell", "fine_cell"), "coarse"),
-    "history_road_ksi": (("police_force", "coarse_cell", "fine_cell", "first_road_class"), "history_area_ksi"),
+    "coarse": (("police_force", "coarse_lat", "coarse_lon"), "force"),
+    "history_area_ksi": (("police_force", "fine_lat", "fine_lon"), "coarse"),
+    "history_road_ksi": (("police_force", "fine_lat", "fine_lon", "first_road_class"), "history_area_ksi"),
     "history_speed_ksi": (("speed_limit", "urban_or_rural_area"), None),
 }
+_PART_BITS = 16  # every key part is an integer in [0, 2**16); a level's parts are packed into one int64
 
 
-def _cell(degrees: np.ndarray, step: float) -> np.ndarray:
-    return np.where(np.isfinite(degrees), np.floor(degrees / step), -1e9)  # -1e9: location unknown
+def _part(values: np.ndarray, step: float = 1.0) -> np.ndarray:
+    """Codes or grid cells as integers in [1, 2**16); 0 for missing."""
+    cell = np.floor(values / step) + 2 ** (_PART_BITS - 1)
+    return np.where(np.isfinite(cell), np.clip(cell, 1, 2**_PART_BITS - 1), 0).astype(np.int64)
 
 
-def group_keys(X: np.ndarray) -> pd.DataFrame:
-    """The grouping keys of each row of a feature matrix (columns in `FEATURE_COLUMNS` order); missing -> -1."""
+def group_keys(X: np.ndarray) -> dict[str, np.ndarray]:
+    """Each level's group of each row of a feature matrix (columns in `FEATURE_COLUMNS` order), as an int64."""
     column = {name: X[:, FEATURE_COLUMNS.index(name)] for name in FEATURE_COLUMNS}
-    latitude, longitude = column["latitude"], column["longitude"]
-    keys = {
-        "police_force": column["police_force"],
-        "coarse_cell": _cell(latitude, COARSE_CELL[0]) * 1e5 + _cell(longitude, COARSE_CELL[1]),
-        "fine_cell": _cell(latitude, FINE_CELL[0]) * 1e5 + _cell(longitude, FINE_CELL[1]),
-        "first_road_class": column["first_road_class"],
-        "speed_limit": column["speed_limit"],
-        "urban_or_rural_area": column["urban_or_rural_area"],
+    parts = {
+        "police_force": _part(column["police_force"]),
+        "coarse_lat": _part(column["latitude"], COARSE_CELL[0]),
+        "coarse_lon": _part(column["longitude"], COARSE_CELL[1]),
+        "fine_lat": _part(column["latitude"], FINE_CELL[0]),
+        "fine_lon": _part(column["longitude"], FINE_CELL[1]),
+        "first_road_class": _part(column["first_road_class"]),
+        "speed_limit": _part(column["speed_limit"]),
+        "urban_or_rural_area": _part(column["urban_or_rural_area"]),
     }
-    return pd.DataFrame({name: np.nan_to_num(values, nan=-1.0) for name, values in keys.items()})
+    keys = {}
+    for level, (by, _) in _LEVELS.items():
+        key = np.zeros(len(X), dtype=np.int64)
+        for name in by:  # at most 4 parts of 16 bits: 64 bits, read as unsigned
+            key = (key << _PART_BITS) | parts[name]
+        keys[level] = key
+    return keys
 
 
 @dataclass
 class RiskHistory:
-    """KSI counts per group of the training rows; `transform` turns them into shrunk log-odds."""
+    """The shrunk KSI share of every group of the training rows, per level; `transform` looks them up."""
 
     overall: float
-    counts: dict[str, pd.DataFrame]  # per level: keys -> n (collisions), k (KSI)
+    groups: dict[str, tuple[np.ndarray, np.ndarray]]  # level -> (sorted group keys, shrunk KSI share)
 
     @classmethod
     def fit(cls, X: np.ndarray, ksi: np.ndarray) -> RiskHistory:
-        keys = group_keys(X).assign(n=1.0, k=np.asarray(ksi, dtype=float))
-        counts = {level: keys.groupby(list(by))[["n", "k"]].sum().reset_index() for level, (by, _) in _LEVELS.items()}
-        return cls(float(np.mean(ksi)), counts)
+        ksi = np.asarray(ksi, dtype=float)
+        overall = float(ksi.mean())
+        keys, groups, shares = group_keys(X), {}, {}
+        for level, (_, parent) in _LEVELS.items():
+            unique, row_group, n = np.unique(keys[level], return_inverse=True, return_counts=True)
+            k = np.bincount(row_group, weights=ksi, minlength=len(unique))
+            prior = np.full(len(unique), overall)
+            if parent is not None:  # all rows of a group are in the same parent group, so any row's will do
+                some_row = np.empty(len(unique), dtype=np.int64)
+                some_row[row_group] = np.arange(len(X))
+                prior = shares[parent][some_row]
+            share = (k + PRIOR_COLLISIONS * prior) / (n + PRIOR_COLLISIONS)
+            groups[level], shares[level] = (unique, share), share[row_group]
+        return cls(overall, groups)
 
     def shares(self, X: np.ndarray) -> pd.DataFrame:
-        """The shrunk KSI share of every level for each row of X."""
-        keys = group_keys(X)
-        shares = {}
-        for level, (by, parent) in _LEVELS.items():
-            found = keys[list(by)].merge(self.counts[level], on=list(by), how="left")
-            n, k = found["n"].fillna(0).to_numpy(), found["k"].fillna(0).to_numpy()
-            prior = self.overall if parent is None else shares[parent]
-            shares[level] = (k + PRIOR_COLLISIONS * prior) / (n + PRIOR_COLLISIONS)
+        """The shrunk KSI share of every level for each row of X; a group absent from training gets its
+        parent's share."""
+        keys, shares = group_keys(X), {}
+        for level, (_, parent) in _LEVELS.items():
+            unique, share = self.groups[level]
+            at = np.minimum(np.searchsorted(unique, keys[level]), len(unique) - 1)
+            fallback = self.overall if parent is None else shares[parent]
+            shares[level] = np.where(unique[at] == keys[level], share[at], fallback)
         return pd.DataFrame(shares)
 
     def transform(self, X: np.ndarray) -> np.ndarray:
