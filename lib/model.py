@@ -567,10 +567,10 @@ class Candidates:
     validation: pd.DataFrame  # lib.model.Families.validation: how the selection was made
 
     def scores(self, frame: pd.DataFrame) -> dict[str, ModelScores]:
-        """Every candidate's scores on `frame`, the model first."""
+        """Every candidate's scores on `frame`: the model (the selected family), the other families, the baselines."""
         return {
             MODEL: self.model.scores(frame, MODEL),
-            **{name: family.scores(frame, name) for name, family in self.families.items()},
+            **{name: family.scores(frame, name) for name, family in self.families.items() if name != self.selected},
             **{name: baseline.scores(frame, name) for name, baseline in self.baselines.items()},
         }
 
