@@ -81,6 +81,7 @@ from sklearn.inspection import permutation_importance
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_curve
 
 from lib import model as severity_model
+from lib import training_run
 from lib.config import load_settings, parse_years
 from lib.evaluation import SEVERITY_NAMES, confusion, is_ksi
 from lib.features import FEATURE_COLUMNS
@@ -228,18 +229,17 @@ def verdict(row) -> str:
 
 test_part = split_table.loc["test"]
 own = {metric: intervals.loc[(severity_model.MODEL, metric)] for metric in ("ksi_roc_auc", "ksi_pr_auc")}
-display(
-    Markdown(
-        f"On the test period ({test_part['first_date']} to {test_part['last_date']}: {test_part['collisions']:,} "
-        f"collisions, {test_part['fatal'] + test_part['serious']:,} of them KSI) the model "
-        f"(`{candidates.selected}`) reaches "
-        f"KSI ROC-AUC {own['ksi_roc_auc']['estimate']:.3f} (95% interval {own['ksi_roc_auc']['low']:.3f} to "
-        f"{own['ksi_roc_auc']['high']:.3f}) and KSI PR-AUC {own['ksi_pr_auc']['estimate']:.3f} "
-        f"({own['ksi_pr_auc']['low']:.3f} to {own['ksi_pr_auc']['high']:.3f}; a random ranking scores the KSI "
-        f"share, {test_part['ksi_share']:.3f}). Against each family and baseline, model minus the other:\n\n"
-        + "\n".join(verdict(row) for _, row in differences.iterrows())
-    )
+summary = (  # also the MLflow run's and the registered version's description
+    f"On the test period ({test_part['first_date']} to {test_part['last_date']}: {test_part['collisions']:,} "
+    f"collisions, {test_part['fatal'] + test_part['serious']:,} of them KSI) the model "
+    f"(`{candidates.selected}`, selected on validation) reaches "
+    f"KSI ROC-AUC {own['ksi_roc_auc']['estimate']:.3f} (95% interval {own['ksi_roc_auc']['low']:.3f} to "
+    f"{own['ksi_roc_auc']['high']:.3f}) and KSI PR-AUC {own['ksi_pr_auc']['estimate']:.3f} "
+    f"({own['ksi_pr_auc']['low']:.3f} to {own['ksi_pr_auc']['high']:.3f}; a random ranking scores the KSI "
+    f"share, {test_part['ksi_share']:.3f}). Against each family and baseline, model minus the other:\n\n"
+    + "\n".join(verdict(row) for _, row in differences.iterrows())
 )
+display(Markdown(summary))
 
 # %% [markdown]
 # ## Curves, calibration and errors
@@ -324,14 +324,16 @@ figures["permutation_importance.png"] = fig
 #
 # One run holds the parameters, every metric (the model's as `test_*`, each baseline's as
 # `<baseline>_test_*`, intervals as `*_ci_low/high`), the figures, the data's partitions with their
-# checksums, the reference sample for monitoring (`reference/reference.parquet`) and the model
-# (signature and input example). The version is registered, then compared with the current champion.
+# checksums (also as MLflow datasets), the reference sample for monitoring (`reference/reference.parquet`)
+# and the model (signature and input example). The run is named by its periods and described by the
+# verdicts above. The version is registered with the same description, then compared with the current
+# champion.
 
 # %%
 reference = severity_model.reference_sample(model, parts["train"], rows=reference_rows, seed=seed)
 manifests = {str(year): partitions[year].manifest for year in needed}
-mlflow.set_experiment(experiment_name)
-with mlflow.start_run() as run:
+training_run.open_experiment(experiment_name)
+with mlflow.start_run(run_name=training_run.run_name(split, parts)) as run:
     run_id = run.info.run_id
     mlflow.set_tags({"notebook": "02_train", "split": split.rule, "notebook_run_id": notebook_run_id})
     mlflow.log_params(
@@ -363,6 +365,7 @@ with mlflow.start_run() as run:
         }
     )
     mlflow.log_dict(manifests, "data/partitions.json")
+    training_run.log_partitions(lake, [partitions[year] for year in needed], split)
     mlflow.log_dict({part: [str(start), str(end)] for part, (start, end) in split.ranges().items()}, "data/split.json")
     mlflow.log_text(candidates.validation.to_csv(), "evaluation/validation_selection.csv")
     mlflow.log_text(comparison[shown].to_csv(), "evaluation/test_metrics.csv")
@@ -374,6 +377,7 @@ with mlflow.start_run() as run:
     severity_model.log_reference(reference)
     info = severity_model.log_model(model, parts["train"], registered_model_name=model_name)
 version = str(info.registered_model_version)
+training_run.describe(run_id, summary, model_name, version)
 print(f"MLflow run {run_id}; registered {model_name} version {version}.")
 
 # %%
