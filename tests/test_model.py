@@ -29,8 +29,11 @@ from lib.model import (
     BASELINES,
     FAMILIES,
     OUTPUT_COLUMNS,
+    FastEncoding,
     ModelInputError,
+    _one_hot_encoder,
     attach_executed_notebook,
+    categorical_mask,
     feature_matrix,
     fit_families,
     fit_gbm,
@@ -391,3 +394,14 @@ def test_run_names_use_dates_where_a_period_is_not_whole_years(curated):
     )
     served = [contexts(split, year) for year in (2016, 2017, 2018)]
     assert served == ["training", "training,validation", "validation,test"]
+
+
+def test_the_fast_encoding_gives_scikit_learn_s_numbers(parts):
+    train, test = (feature_matrix(parts[p]) for p in ("train", "test"))
+    mask = categorical_mask()
+    fitted = _one_hot_encoder(mask).fit(train)
+    test[:5, np.flatnonzero(mask)[0]] = 250  # a code never seen in training
+    test[5:10, np.flatnonzero(mask)] = np.nan  # missing codes, seen or not
+    expected = fitted.transform(test)
+    expected = expected.toarray() if hasattr(expected, "toarray") else expected
+    assert np.allclose(FastEncoding.of(fitted).transform(test).toarray(), expected)
