@@ -128,31 +128,47 @@ def confusion(severity, predicted) -> pd.DataFrame:
 
 
 class _SortedScore:
-    """One model's scores sorted once, with tie groups, for weighted ROC-AUC and average precision."""
+    """One model's scores sorted once, with tie groups, for weighted ROC-AUC and average precision.
+
+    Every sum runs over the positive rows only (a KSI share of them), using cumulative weights read at
+    the edges of each positive row's tie group: a few times faster than summing over every row."""
 
     def __init__(self, score: np.ndarray, ksi: np.ndarray):
         order = np.argsort(-np.asarray(score, dtype=float), kind="mergesort")  # descending
         ordered = np.asarray(score, dtype=float)[order]
         self.order = order
-        starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-        self.starts = None if len(starts) == len(ordered) else starts  # None: no ties
-        self.positive = ksi[order].astype(float)
-
-    def _grouped(self, values: np.ndarray) -> np.ndarray:
-        return values if self.starts is None else np.add.reduceat(values, self.starts, axis=1)
+        starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])  # first row of each tie group
+        group = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(ordered)]))
+        self.positive_at = np.flatnonzero(ksi[order])
+        positive_group = group[self.positive_at]
+        ends = np.r_[starts[1:], len(ordered)] - 1
+        self.group_end = ends[positive_group]  # each positive row's group: its last row
+        self.above_end = starts[positive_group] - 1  # and the last row above it (-1: none)
+        # Among the positive rows: the last one in the same group, and the last one above the group.
+        self.positive_group_end = np.searchsorted(positive_group, positive_group, side="right") - 1
+        self.positive_above_end = np.searchsorted(positive_group, positive_group, side="left") - 1
 
     def metrics(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(ROC-AUC, average precision) for each row of `weights` (resample x row)."""
+        if not len(self.positive_at):
+            return np.full(len(weights), np.nan), np.full(len(weights), np.nan)
         w = weights[:, self.order]
-        total = self._grouped(w)  # weight per tie group, groups by descending score
-        pos = self._grouped(w * self.positive)
-        tp = np.cumsum(pos, axis=1)  # positives scored at or above each group
-        at_or_above = np.cumsum(total, axis=1)
+        cumulative = np.cumsum(w, axis=1)
+        pos = w[:, self.positive_at]
+        cumulative_pos = np.cumsum(pos, axis=1)
+        total_pos = cumulative_pos[:, -1]
+        total_neg = cumulative[:, -1] - total_pos
+
+        def before(cumsums: np.ndarray, last: np.ndarray) -> np.ndarray:
+            return np.where(last >= 0, cumsums[:, np.maximum(last, 0)], 0.0)
+
+        at_or_above = cumulative[:, self.group_end]  # weight scored at or above each positive row
+        tp = cumulative_pos[:, self.positive_group_end]  # positives among them
         fp = at_or_above - tp
-        total_pos, total_neg = tp[:, -1], fp[:, -1]
+        in_group = at_or_above - before(cumulative, self.above_end)
+        neg_in_group = in_group - (tp - before(cumulative_pos, self.positive_above_end))
         with np.errstate(invalid="ignore", divide="ignore"):
             # ROC-AUC: every positive beats the negatives scored below it and half of those tied with it.
-            neg_in_group = total - pos
             auc_num = (pos * (total_neg[:, None] - fp + 0.5 * neg_in_group)).sum(axis=1)
             roc_auc = np.where((total_pos > 0) & (total_neg > 0), auc_num / (total_pos * total_neg), np.nan)
             precision = np.divide(tp, at_or_above, out=np.zeros_like(tp), where=at_or_above > 0)

@@ -22,15 +22,31 @@
 # partitions and checksums, a reference sample for monitoring, and the model itself. The new model
 # version becomes `champion` only if it beats the current champion on this run's test rows.
 #
-# * **Model**: gradient boosting (`HistGradientBoostingClassifier`) with native categorical codes,
-#   early-stopped and temperature-calibrated on the validation period. It outputs the three class
-#   probabilities, P(KSI) = p_fatal + p_serious, and a KSI alert at the threshold that maximises F1
-#   for KSI on the validation period. `lib/model.py` documents every rule.
+# * **Model families**, each a P(KSI) model fitted on the training rows and calibrated (Platt scaling)
+#   on the validation period: `boosted`, gradient boosting with native categorical codes, monotone
+#   constraints for the risks the literature agrees on, and regularisation scaled to the number of rows;
+#   `linear`, an L2-regularised logistic regression on one-hot codes; `textbook`, a logistic regression
+#   on the agreed risks alone; and `blend`, the calibrated mean of the three. A separate model splits
+#   P(KSI) into fatal and serious. `lib/model.py` documents every rule.
+# * **Where and when**: besides the collision's own features, the families see the KSI share of earlier
+#   collisions in the same ~1 km cell, on the same road class there, and at the same speed limit,
+#   learnt from the training rows only and shrunk towards the wider area (`lib/risk_history.py`).
+# * **Selection on the validation period**: the blend is registered unless one family alone beats it
+#   on validation KSI PR-AUC with a paired bootstrap interval above zero. The test period only reports.
 # * **Baselines**: the majority class; a logistic regression on one-hot codes; and the original
 #   project's approach, a regression of the summed casualty severity score cut into classes.
 # * **Split by time**: train on earlier data, choose thresholds on the validation period, report on
 #   the test period. With `labels_known_by` (the simulation's retraining), only collisions whose
 #   severity is known by that date are used: the last 90 labelled days test, the 90 before validate.
+#
+# **The risks built in as monotone constraints** (P(KSI) may only rise with each), and their sources:
+# * speed limit: the power model of speed and crash severity (Nilsson 2004; Elvik, *The Power Model of
+#   the relationship between speed and road safety*, TØI report 1034/2009);
+# * darkness (daylight < dark, lit < dark, unlit): Plainis, Murray and Pallikaris, *Road traffic
+#   casualties: understanding the night-time death toll*, Injury Prevention 12 (2006) 125-128;
+# * motorcycles, pedal cycles and pedestrians involved: vulnerable road users, with KSI rates per mile
+#   many times a car occupant's (DfT, *Reported road casualties Great Britain*, annual report; WHO,
+#   *Global status report on road safety 2018*).
 
 # %% tags=["parameters"]
 train_years = ""  # e.g. "2014-2016"; "": every ingested year before the validation year
@@ -64,6 +80,7 @@ from sklearn.inspection import permutation_importance
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_curve
 
 from lib import model as severity_model
+from lib import training_run
 from lib.config import configure, parse_years
 from lib.evaluation import SEVERITY_NAMES, confusion, is_ksi
 from lib.features import FEATURE_COLUMNS
@@ -125,27 +142,40 @@ plt.tight_layout()
 figures["class_shares_by_year.png"] = fig
 
 # %% [markdown]
-# ## Training the model and the baselines
+# ## Training the model families and the baselines
 #
-# All four are fitted on the same training rows; the validation rows stop the boosting, calibrate the
-# probabilities and choose each alert threshold. Nothing here sees the test rows.
+# All are fitted on the same training rows; the validation rows stop the boosting, calibrate the
+# probabilities, choose each alert threshold and select the family. Nothing here sees the test rows.
 
 # %%
 fit_started = time.monotonic()
 candidates = severity_model.fit_candidates(parts["train"], parts["validation"], seed=seed)
 fit_seconds = time.monotonic() - fit_started
 model = candidates.model
-print(
-    f"Fitted in {fit_seconds:.1f} s. The model stopped after {model.details['n_iter']} boosting iterations; "
-    f"temperature {model.details['temperature']:.3f}; KSI alert threshold {model.alert_threshold:.4f}."
+display(candidates.validation.style.format(precision=3, na_rep="–"))
+chosen = candidates.validation.loc[candidates.selected]
+if candidates.selected == "blend":
+    why = "no family alone beats the blend's validation KSI PR-AUC with an interval above zero"
+else:
+    why = (
+        f"it beats the blend's validation KSI PR-AUC by {chosen['pr_auc_minus_blend']:+.3f} "
+        f"(95% interval {chosen['low']:+.3f} to {chosen['high']:+.3f})"
+    )
+display(
+    Markdown(
+        f"Fitted in {fit_seconds:.1f} s. **Selected: `{candidates.selected}`** (validation KSI PR-AUC "
+        f"{chosen['ksi_pr_auc']:.3f}, ROC-AUC {chosen['ksi_roc_auc']:.3f}), because {why}. The boosted family "
+        f"stopped after {model.details['n_iter']} iterations; KSI alert threshold {model.alert_threshold:.4f}."
+    )
 )
 
 # %% [markdown]
 # ## Test results
 #
-# Every metric on the test period. The KSI ROC-AUC and PR-AUC carry 95% bootstrap intervals
-# (`bootstrap_resamples` resamples of the test collisions, the same resamples for every model, so the
-# differences are paired). The original regression has no probabilities, hence no Brier score or log loss.
+# Every metric on the test period, for the registered model (`model`), each family alone and each
+# baseline. The KSI ROC-AUC and PR-AUC carry 95% bootstrap intervals (`bootstrap_resamples` resamples
+# of the test collisions, the same resamples for every model, so the differences are paired). The
+# original regression has no probabilities, hence no Brier score or log loss.
 
 # %%
 evaluation = severity_model.evaluate(candidates, parts["test"], resamples=bootstrap_resamples, seed=seed)
@@ -196,17 +226,17 @@ def verdict(row) -> str:
 
 test_part = split_table.loc["test"]
 own = {metric: intervals.loc[(severity_model.MODEL, metric)] for metric in ("ksi_roc_auc", "ksi_pr_auc")}
-display(
-    Markdown(
-        f"On the test period ({test_part['first_date']} to {test_part['last_date']}: {test_part['collisions']:,} "
-        f"collisions, {test_part['fatal'] + test_part['serious']:,} of them KSI) the gradient-boosted model reaches "
-        f"KSI ROC-AUC {own['ksi_roc_auc']['estimate']:.3f} (95% interval {own['ksi_roc_auc']['low']:.3f} to "
-        f"{own['ksi_roc_auc']['high']:.3f}) and KSI PR-AUC {own['ksi_pr_auc']['estimate']:.3f} "
-        f"({own['ksi_pr_auc']['low']:.3f} to {own['ksi_pr_auc']['high']:.3f}; a random ranking scores the KSI "
-        f"share, {test_part['ksi_share']:.3f}). Against each baseline, model minus baseline:\n\n"
-        + "\n".join(verdict(row) for _, row in differences.iterrows())
-    )
+summary = (  # also the MLflow run's and the registered version's description
+    f"On the test period ({test_part['first_date']} to {test_part['last_date']}: {test_part['collisions']:,} "
+    f"collisions, {test_part['fatal'] + test_part['serious']:,} of them KSI) the model "
+    f"(`{candidates.selected}`, selected on validation) reaches "
+    f"KSI ROC-AUC {own['ksi_roc_auc']['estimate']:.3f} (95% interval {own['ksi_roc_auc']['low']:.3f} to "
+    f"{own['ksi_roc_auc']['high']:.3f}) and KSI PR-AUC {own['ksi_pr_auc']['estimate']:.3f} "
+    f"({own['ksi_pr_auc']['low']:.3f} to {own['ksi_pr_auc']['high']:.3f}; a random ranking scores the KSI "
+    f"share, {test_part['ksi_share']:.3f}). Against each family and baseline, model minus the other:\n\n"
+    + "\n".join(verdict(row) for _, row in differences.iterrows())
 )
+display(Markdown(summary))
 
 # %% [markdown]
 # ## Curves, calibration and errors
@@ -291,14 +321,16 @@ figures["permutation_importance.png"] = fig
 #
 # One run holds the parameters, every metric (the model's as `test_*`, each baseline's as
 # `<baseline>_test_*`, intervals as `*_ci_low/high`), the figures, the data's partitions with their
-# checksums, the reference sample for monitoring (`reference/reference.parquet`) and the model
-# (signature and input example). The version is registered, then compared with the current champion.
+# checksums (also as MLflow datasets), the reference sample for monitoring (`reference/reference.parquet`)
+# and the model (signature and input example). The run is named by its periods and described by the
+# verdicts above. The version is registered with the same description, then compared with the current
+# champion.
 
 # %%
 reference = severity_model.reference_sample(model, parts["train"], rows=reference_rows, seed=seed)
 manifests = {str(year): partitions[year].manifest for year in needed}
-mlflow.set_experiment(experiment_name)
-with mlflow.start_run() as run:
+training_run.open_experiment(experiment_name)
+with mlflow.start_run(run_name=training_run.run_name(split, parts)) as run:
     run_id = run.info.run_id
     mlflow.set_tags({"notebook": "02_train", "split": split.rule, "notebook_run_id": notebook_run_id})
     mlflow.log_params(
@@ -313,17 +345,26 @@ with mlflow.start_run() as run:
             "features": ",".join(FEATURE_COLUMNS),
             "alert_threshold_rule": "max F1 for KSI on validation",
             severity_model.ALERT_THRESHOLD_PARAM: model.alert_threshold,
-            **{f"gbm_{key}": value for key, value in severity_model.GBM_PARAMS.items()},
+            "selected_family": candidates.selected,
+            **{f"boosted_{key}": value for key, value in model.details.items() if key not in ("family", "n_iter")},
         }
     )
     for part, row in split_table.iterrows():
         mlflow.log_metrics({f"{part}_collisions": row["collisions"], f"{part}_ksi_share": row["ksi_share"]})
     mlflow.log_metrics(severity_model.run_metrics(evaluation))
+    mlflow.log_metrics({"n_iter": model.details["n_iter"], "fit_seconds": fit_seconds})
     mlflow.log_metrics(
-        {"temperature": model.details["temperature"], "n_iter": model.details["n_iter"], "fit_seconds": fit_seconds}
+        {
+            f"validation_{family}_{metric}": value
+            for family, row in candidates.validation.iterrows()
+            for metric, value in row.items()
+            if metric.startswith("ksi_")
+        }
     )
     mlflow.log_dict(manifests, "data/partitions.json")
+    training_run.log_partitions(lake, [partitions[year] for year in needed], split)
     mlflow.log_dict({part: [str(start), str(end)] for part, (start, end) in split.ranges().items()}, "data/split.json")
+    mlflow.log_text(candidates.validation.to_csv(), "evaluation/validation_selection.csv")
     mlflow.log_text(comparison[shown].to_csv(), "evaluation/test_metrics.csv")
     mlflow.log_text(boot.to_csv(index=False), "evaluation/bootstrap.csv")
     mlflow.log_text(matrix.to_csv(), "evaluation/confusion_matrix.csv")
@@ -333,6 +374,7 @@ with mlflow.start_run() as run:
     severity_model.log_reference(reference)
     info = severity_model.log_model(model, parts["train"], registered_model_name=model_name)
 version = str(info.registered_model_version)
+training_run.describe(run_id, summary, model_name, version)
 print(f"MLflow run {run_id}; registered {model_name} version {version}.")
 
 # %%

@@ -46,10 +46,9 @@ def prepare(collisions_per_year: int) -> None:
     import mlflow
 
     from lib.features import build_curated
-    from lib.inference import THRESHOLD_PARAM
     from lib.ingest import CURATED
     from lib.lake import open_lake
-    from lib.model import fit_gbm, log_model
+    from lib.model import ALERT_THRESHOLD_PARAM, fit_gbm, log_model
     from lib.synth import generate
 
     settings = load_settings()
@@ -66,7 +65,7 @@ def prepare(collisions_per_year: int) -> None:
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     mlflow.set_experiment("bench_serving")
     with mlflow.start_run():
-        mlflow.log_param(THRESHOLD_PARAM, model.alert_threshold)
+        mlflow.log_param(ALERT_THRESHOLD_PARAM, model.alert_threshold)
         info = log_model(model, years[YEARS[0]], registered_model_name=MODEL_NAME)
     mlflow.MlflowClient().set_registered_model_alias(MODEL_NAME, "champion", info.registered_model_version)
 

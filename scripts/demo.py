@@ -35,6 +35,7 @@ from lib import scenario  # noqa: E402
 from lib.config import DATA_DIR, ROOT, ConfigError, configure  # noqa: E402
 from lib.notebooks import NotebookFailed  # noqa: E402
 from lib.services import ServiceError, Stack  # noqa: E402
+from lib.training_run import experiments_url  # noqa: E402
 
 log = logging.getLogger("demo")
 SYNTHETIC_DIR = DATA_DIR / "demo" / "synthetic" / "road-accidents-safety-data"
@@ -110,7 +111,7 @@ Done in {(time.monotonic() - began) / 60:.1f} min. Where to look:
   Monitoring dashboard:  {(reports / 'dashboard.html').resolve().as_uri()}
   Every notebook run:    {(reports / 'index.html').resolve().as_uri()}
   Evidently reports:     {(reports / 'monitoring').resolve().as_uri()}/
-  MLflow UI:             {settings.mlflow_tracking_uri}
+  MLflow UI:             {experiments_url(settings.mlflow_tracking_uri)}
   JupyterLab:            `make training-manual`, then http://127.0.0.1:{settings.jupyter_port}/lab (token printed)
 Carry on the simulation with `make simulation`; stop the services with `make down`.""")
     return 0

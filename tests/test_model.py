@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -26,16 +27,30 @@ from lib.features import FEATURE_COLUMNS, LEAKAGE_COLUMNS, PERSONAL_COLUMNS, TAR
 from lib.ingest import CURATED
 from lib.lake import Lake
 from lib.model import (
+    BASELINES,
+    FAMILIES,
     OUTPUT_COLUMNS,
+    FastEncoding,
     ModelInputError,
+    _one_hot_encoder,
     attach_executed_notebook,
+    categorical_mask,
     feature_matrix,
+    fit_families,
     fit_gbm,
     split_by_labels_known,
     split_by_years,
 )
 from lib.notebooks import execute
 from lib.synth import generate
+from lib.training_run import (
+    DESCRIPTION_TAG,
+    EXPERIMENT_KIND_TAG,
+    MODEL_DEVELOPMENT,
+    contexts,
+    experiments_url,
+    run_name,
+)
 
 YEARS = range(2014, 2019)
 COLLISIONS_PER_YEAR = 2000
@@ -101,7 +116,33 @@ def test_a_validation_period_without_fatal_collisions_still_trains(parts):
     validation = parts["validation"]
     no_fatal = validation[validation["collision_severity"] != 1]
     model = fit_gbm(parts["train"], no_fatal, seed=0)
-    assert np.isfinite(model.details["temperature"])
+    probabilities = model.probabilities(parts["test"])
+    assert np.isfinite(model.alert_threshold) and np.allclose(probabilities.sum(axis=1), 1.0)
+    assert (probabilities[:, 0] > 0).all()  # P(fatal | KSI) is learnt from the training rows
+
+
+def test_the_agreed_risks_only_raise_the_boosted_ksi_probability(model, parts):
+    rows = parts["test"].head(300)
+    for column, low, high in (
+        ("speed_limit", 20, 70),
+        ("light_conditions", 1, 6),  # daylight, then darkness without lighting
+        ("vehicles_motorcycle", 0, 1),
+        ("vehicles_pedal_cycle", 0, 1),
+        ("pedestrian_involved", 0, 1),
+    ):
+        safer = model.predict(rows.assign(**{column: low}))["p_ksi"]
+        riskier = model.predict(rows.assign(**{column: high}))["p_ksi"]
+        assert (riskier >= safer - 1e-12).all(), column
+        assert (riskier > safer).any(), column
+
+
+def test_the_selected_family_is_the_blend_unless_one_family_is_clearly_better(parts):
+    families = fit_families(parts["train"], parts["validation"], seed=0)
+    table = families.validation
+    assert list(table.index) == list(FAMILIES)
+    assert table["ksi_pr_auc"].between(0, 1).all() and table["ksi_brier"].between(0, 1).all()
+    ahead = table.index[table["low"] > 0]
+    assert families.selected == ("blend" if ahead.empty else table.loc[ahead, "ksi_pr_auc"].idxmax())
 
 
 # -- the split ---------------------------------------------------------------------------------------
@@ -209,6 +250,9 @@ def test_retraining_is_reproducible_and_a_tie_does_not_take_champion(trained, se
         "diff_vs_majority_ksi_pr_auc_ci_low",
         "original_regression_test_macro_f1",
         "test_log_loss",
+        "boosted_test_ksi_pr_auc",
+        "diff_vs_textbook_ksi_roc_auc",
+        "validation_blend_ksi_pr_auc",
     } <= evaluated
     assert {key: first[key] for key in evaluated} == {key: second[key] for key in evaluated}
 
@@ -290,3 +334,76 @@ def test_champion_loads_in_a_fresh_process_and_predicts_from_rows_without_target
     assert output["ksi_alert"].equals(output["p_ksi"] >= threshold)
     with pytest.raises(MlflowException, match="speed_limit"):
         mlflow.pyfunc.load_model(f"models:/{model_name}@champion").predict(rows.drop(columns=["speed_limit"]))
+
+
+# -- how the training run presents itself in MLflow (lib.training_run) ---------------------------------
+
+
+def test_the_run_is_named_by_its_periods_in_an_experiment_shown_as_model_development(trained, settings):
+    model_name, _ = trained
+    client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
+    run = client.get_run(client.get_model_version_by_alias(model_name, "champion").run_id)
+    assert run.info.run_name == "train 2014-2016 | validate 2017 | test 2018"
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags[EXPERIMENT_KIND_TAG] == MODEL_DEVELOPMENT == "custom_model_development"
+    assert experiments_url("http://127.0.0.1:15000/") == "http://127.0.0.1:15000/#/experiments?workflowType=machine_learning"
+
+
+def test_the_lake_partitions_are_the_run_s_datasets_with_their_checksums(trained, settings):
+    model_name, _ = trained
+    client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
+    run_id = client.get_model_version_by_alias(model_name, "champion").run_id
+    manifests = mlflow.artifacts.load_dict(f"runs:/{run_id}/data/partitions.json")
+    inputs = client.get_run(run_id).inputs.dataset_inputs
+    by_name = {i.dataset.name: i for i in inputs}
+    assert sorted(by_name) == [f"{CURATED} {year}" for year in YEARS]
+    expected_context = {2014: "training", 2015: "training", 2016: "training", 2017: "validation", 2018: "test"}
+    for year in YEARS:
+        logged = by_name[f"{CURATED} {year}"]
+        tags = {tag.key: tag.value for tag in logged.tags}
+        manifest = manifests[str(year)]
+        assert tags["data_sha256"] == manifest["data_sha256"]
+        assert logged.dataset.digest == manifest["data_sha256"][:36]
+        assert tags["rows"] == str(manifest["rows"])
+        assert tags["mlflow.data.context"] == expected_context[year]
+        assert json.loads(logged.dataset.source)["uri"].endswith(f"/{CURATED}/year={year}/")
+
+
+def test_the_verdicts_are_the_run_s_and_the_version_s_description(trained, settings):
+    model_name, _ = trained
+    client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
+    version = client.get_model_version_by_alias(model_name, "champion")
+    run = client.get_run(version.run_id)
+    description = run.data.tags[DESCRIPTION_TAG]
+    assert version.description == description
+    selected = run.data.params["selected_family"]
+    assert f"(`{selected}`, selected on validation)" in description
+    for other in (*BASELINES, *(family for family in FAMILIES if family != selected)):
+        for metric in ("KSI ROC-AUC", "KSI PR-AUC"):
+            assert re.search(rf"\* \*\*[^*]+ {other}\*\* on {metric} \(difference [+-]\d\.\d{{3}}", description), (
+                other,
+                metric,
+            )
+    test_pr_auc = run.data.metrics["test_ksi_pr_auc"]
+    assert f"KSI PR-AUC {test_pr_auc:.3f}" in description
+
+
+def test_run_names_use_dates_where_a_period_is_not_whole_years(curated):
+    split = split_by_labels_known(date(2018, 7, 1), label_delay_days=30)
+    parts = split.apply(curated)
+    assert run_name(split, parts) == (
+        "train 2014-01-01..2017-12-03 | validate 2017-12-04..2018-03-03 | test 2018-03-04..2018-06-01"
+    )
+    served = [contexts(split, year) for year in (2016, 2017, 2018)]
+    assert served == ["training", "training,validation", "validation,test"]
+
+
+def test_the_fast_encoding_gives_scikit_learn_s_numbers(parts):
+    train, test = (feature_matrix(parts[p]) for p in ("train", "test"))
+    mask = categorical_mask()
+    fitted = _one_hot_encoder(mask).fit(train)
+    test[:5, np.flatnonzero(mask)[0]] = 250  # a code never seen in training
+    test[5:10, np.flatnonzero(mask)] = np.nan  # missing codes, seen or not
+    expected = fitted.transform(test)
+    expected = expected.toarray() if hasattr(expected, "toarray") else expected
+    assert np.allclose(FastEncoding.of(fitted).transform(test).toarray(), expected)

@@ -14,7 +14,7 @@ import pytest
 from lib.features import TARGET_COLUMNS
 from lib.ingest import CURATED
 from lib.lake import open_lake
-from lib.model import OUTPUT_COLUMNS
+from lib.model import BASELINES, OUTPUT_COLUMNS
 from lib.notebooks import execute
 
 pytestmark = pytest.mark.slow
@@ -53,6 +53,12 @@ def test_02_train_on_the_real_mirror_registers_a_champion(ingested_mirror, setti
             <= 1
         )
     assert {"diff_vs_logistic_ksi_pr_auc", "diff_vs_original_regression_ksi_roc_auc"} <= set(metrics)
+    # The bar (#16): chosen on 2017 alone, the registered model is at least as good on 2018 as
+    # the best baseline, on both KSI metrics.
+    for metric in ("ksi_roc_auc", "ksi_pr_auc"):
+        best_baseline = max(metrics[f"{name}_test_{metric}"] for name in BASELINES)
+        assert metrics[f"test_{metric}"] >= best_baseline, metric
+    assert metrics["test_ksi_roc_auc"] >= 0.66
 
     rows = ingested_mirror.read_partition(CURATED, 2018).drop(columns=TARGET_COLUMNS)
     output = mlflow.pyfunc.load_model(f"models:/{model_name}@champion").predict(rows)
