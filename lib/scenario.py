@@ -105,8 +105,6 @@ def train(settings: Settings, plan: YearPlan, progress: bool = True, **parameter
         "02_train",
         {
             **plan.train_parameters(),
-            "model_name": settings.model_name,
-            "lake_uri": settings.lake_uri,
             "promote": True,
             **parameters,
         },

@@ -500,8 +500,6 @@ class Runner:
                     **self.train_parameters,
                     "labels_known_by": as_of.isoformat(),
                     "promote": True,
-                    "model_name": self.settings.model_name,
-                    "lake_uri": self.settings.lake_uri,
                 },
             )
         except StepFailed:

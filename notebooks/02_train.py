@@ -53,9 +53,7 @@ train_years = ""  # e.g. "2014-2016"; "": every ingested year before the validat
 validation_year = 0  # 0: the year before the test year
 test_year = 0  # 0: the last ingested year
 labels_known_by = ""  # ISO date, e.g. "2024-03-01": split by the labels known then (the years are ignored)
-lake_uri = ""  # "": LAKE_URI
 experiment_name = "accident_severity"
-model_name = ""  # "": MODEL_NAME
 promote = True  # False: register the version without touching the aliases
 primary_metric = "ksi_pr_auc"
 seed = 42
@@ -90,8 +88,8 @@ from lib.registry import check_primary_metric, promote_if_better
 
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 settings = configure()
-lake = open_lake(settings, lake_uri or None)
-model_name = model_name or settings.model_name
+lake = open_lake(settings)
+model_name = settings.model_name
 check_primary_metric(primary_metric)
 started = time.monotonic()
 

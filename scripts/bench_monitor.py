@@ -75,7 +75,6 @@ def prepare(collisions_per_year: int, reference_rows: int, folder: Path) -> int:
         "train_years": str(YEARS[0]),
         "validation_year": YEARS[1],
         "test_year": YEARS[2],
-        "model_name": MODEL_NAME,
         "experiment_name": "bench_monitor",
         "reference_rows": reference_rows,
         "bootstrap_resamples": 200,  # monitoring reads the test score, not its intervals

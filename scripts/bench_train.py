@@ -63,7 +63,6 @@ def train() -> dict:
         "train_years": str(YEARS[0]),
         "validation_year": YEARS[1],
         "test_year": YEARS[2],
-        "model_name": MODEL_NAME,
         "experiment_name": "bench",
     }
     started = time.perf_counter()
@@ -137,7 +136,7 @@ def main() -> None:
 
     from lib.services import private_stack
 
-    with private_stack("bench"):
+    with private_stack("bench", MODEL_NAME=MODEL_NAME):
         generated = run_child("generate", "--collisions-per-year", str(args.collisions_per_year))
         trained = run_child("train")
         scored = run_child("score")

@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -57,11 +57,12 @@ def mirror_champion(settings: Settings, workdir: Path) -> MirrorChampion:
         for year in MIRROR_YEARS:
             ingest_year(lake, f"file://{MIRROR}", year, workdir / "downloads", progress=False)
         champion = MirrorChampion(lake_uri, f"mirror_severity_{suffix}")
+        own = replace(settings, lake_uri=lake_uri, model_name=champion.model_name)
         result = execute("02_train", {
-            "lake_uri": lake_uri, "model_name": champion.model_name, "experiment_name": "test_mirror",
+            "experiment_name": "test_mirror",
             "train_years": "2014-2016", "validation_year": 2017, "test_year": 2018,
             "bootstrap_resamples": 100, "importance_rows": 300,
-        }, progress=False)
+        }, settings=own, progress=False)
         assert result.ok, result.describe()
         _champions[settings.mlflow_tracking_uri] = champion
     return _champions[settings.mlflow_tracking_uri]

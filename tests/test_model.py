@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import uuid
+from dataclasses import replace
 from datetime import date, timedelta
 
 import mlflow
@@ -219,9 +220,8 @@ def trained(settings, curated):
     for year, rows in curated.groupby("collision_year"):
         lake.write_partition(CURATED, int(year), rows.reset_index(drop=True))
     model_name = f"test_severity_{uuid.uuid4().hex[:6]}"
+    own = replace(settings, lake_uri=lake_uri, model_name=model_name)
     parameters = {
-        "lake_uri": lake_uri,
-        "model_name": model_name,
         "experiment_name": "test_model",
         "train_years": "2014-2016",
         "validation_year": 2017,
@@ -230,7 +230,7 @@ def trained(settings, curated):
         "bootstrap_resamples": 200,
         "importance_rows": 300,
     }
-    results = [execute("02_train", parameters, progress=False) for _ in range(2)]
+    results = [execute("02_train", parameters, settings=own, progress=False) for _ in range(2)]
     for result in results:
         assert result.ok, result.describe()
     return model_name, results

@@ -7,6 +7,7 @@ The mirror's 2018 file has 707 collisions, 96 of them KSI (7 fatal, 89 serious; 
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 
 import mlflow
 import pytest
@@ -33,10 +34,9 @@ def test_02_train_on_the_real_mirror_registers_a_champion(ingested_mirror, setti
         "train_years": "2014-2016",
         "validation_year": 2017,
         "test_year": 2018,
-        "model_name": model_name,
         "experiment_name": "test_train_notebook",
     }
-    result = execute("02_train", parameters, progress=False)
+    result = execute("02_train", parameters, settings=replace(settings, model_name=model_name), progress=False)
     assert result.ok, result.describe()
 
     client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
