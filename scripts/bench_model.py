@@ -14,6 +14,7 @@ Usage: python scripts/bench_model.py [mirror|synthetic]...
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -80,9 +81,12 @@ def report(name: str, curated: pd.DataFrame, split: severity_model.Split) -> Non
 
 def main() -> None:
     sources = {"mirror": mirror, "synthetic": synthetic}
-    for name in sys.argv[1:] or list(sources):
-        if name not in sources:
-            raise SystemExit(f"unknown data set {name!r}; choose from {', '.join(sources)}")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data", nargs="*", help=f"data sets to measure: {', '.join(sources)} (default: both)")
+    names = parser.parse_args().data or list(sources)
+    if unknown := [name for name in names if name not in sources]:
+        parser.error(f"unknown data set {unknown[0]!r}; choose from {', '.join(sources)}")
+    for name in names:
         if name == "mirror" and not MIRROR.is_dir():
             raise SystemExit(f"the shared mirror is not at {MIRROR}")
         report(name, *sources[name]())
