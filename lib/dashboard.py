@@ -35,6 +35,7 @@ from lib.monitor import (
     DRIFT,
     DRIFT_WINDOWS_SQL,
     FEATURE_SCORE_PREFIX,
+    LATEST_WINDOW_SQL,
     PR_AUC_METRIC,
     PREDICTED_SHARE_PREFIX,
     QUALITY,
@@ -112,6 +113,14 @@ SELECT updated_at AS time, start_date, last_inferred_date, last_monitored_end,
          - coalesce(last_inferred_date, start_date - 1) AS days_behind
 FROM simulation_state
 WHERE name = 'default'
+"""
+
+# The collisions of the latest window monitored for drift, scored by the version monitored: the map.
+LATEST_WINDOW_MAP_SQL = f"""
+SELECT p.collision_index, p.latitude, p.longitude, p.p_ksi, p.ksi_alert, w.window_start, w.window_end
+FROM ({LATEST_WINDOW_SQL}) w
+JOIN predictions p ON p.model_version = w.model_version AND p.collision_date BETWEEN w.window_start AND w.window_end
+WHERE p.latitude IS NOT NULL AND p.longitude IS NOT NULL
 """
 
 # The champion's score on its test rows, as the promotion decision recorded it (lib.registry).
@@ -557,6 +566,14 @@ def _legend_per_panel(figure: go.Figure, rows: int) -> None:
             "yanchor": "top",
             "font": {"size": 11},
         }
+
+
+def latest_window_map(conn) -> tuple[tuple[date, date] | None, pd.DataFrame]:
+    """The latest monitored window and its located collisions (LATEST_WINDOW_MAP_SQL), for the map."""
+    rows = pd.DataFrame(fetch_dicts(conn, LATEST_WINDOW_MAP_SQL))
+    if rows.empty:
+        return None, rows
+    return (rows["window_start"].iloc[0], rows["window_end"].iloc[0]), rows
 
 
 def map_figure(collisions: pd.DataFrame, title: str) -> go.Figure:

@@ -53,7 +53,7 @@ TRANSIENT_STATUS = (502, 503, 504)
 
 PREDICTION_COLUMNS = [
     "collision_index", "model_version", "collision_date", "window_start", "window_end", *OUTPUT_COLUMNS,
-    "alert_threshold",
+    "alert_threshold", "latitude", "longitude",
 ]  # fmt: skip
 INSERT_SQL = (
     f"INSERT INTO predictions ({', '.join(PREDICTION_COLUMNS)}) VALUES %s"
@@ -369,7 +369,8 @@ def write_predictions(database_url: str, window: Window, model: ModelRef, collis
             indexes.tolist(), [model.version] * len(out), dates.dt.date.tolist(), [window.start] * len(out),
             [window.end] * len(out), *(out[c].astype("float64").tolist() for c in [*PROBABILITY_COLUMNS, "p_ksi"]),
             out["predicted_severity"].astype("int64").tolist(), out["ksi_alert"].astype(bool).tolist(),
-            [model.alert_threshold] * len(out), strict=True,
+            [model.alert_threshold] * len(out), *(_or_none(collisions[c]) for c in ("latitude", "longitude")),
+            strict=True,
         ))  # fmt: skip
     with session(database_url) as conn, conn.cursor() as cur:
         cur.execute(DELETE_SQL, (model.version, window.start, window.end))
@@ -378,6 +379,11 @@ def write_predictions(database_url: str, window: Window, model: ModelRef, collis
     log.info("Stored %s predictions of %s version %s for window %s (%s earlier rows replaced).",
              f"{len(rows):,}", model.name, model.version, window, f"{replaced:,}")
     return len(rows)
+
+
+def _or_none(values: pd.Series) -> list[float | None]:
+    """Floats, with None (SQL NULL) where a value is missing, not NaN."""
+    return [None if pd.isna(value) else float(value) for value in values]
 
 
 def summary(predictions: pd.DataFrame) -> dict[str, float]:

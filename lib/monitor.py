@@ -397,12 +397,6 @@ def window_model_versions(conn, window_start: date, window_end: date) -> list[st
     return [row["model_version"] for row in rows]
 
 
-def latest_monitored_window(conn) -> tuple[date, date, str] | None:
-    """(start, end, model version) of the window monitored for drift that ends last, if any."""
-    rows = fetch_dicts(conn, LATEST_WINDOW_SQL)
-    return (rows[0]["window_start"], rows[0]["window_end"], rows[0]["model_version"]) if rows else None
-
-
 def windows_awaiting_quality(
     conn, as_of: date, label_delay_days: int, completed_since: date
 ) -> list[tuple[date, date, str]]:

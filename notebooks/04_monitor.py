@@ -55,7 +55,7 @@ from IPython.display import Markdown, display
 
 from lib import evidently_report, monitor
 from lib.config import configure
-from lib.dashboard import CHAMPION_SERIES, mlflow_run_url, write_dashboard
+from lib.dashboard import CHAMPION_SERIES, latest_window_map, mlflow_run_url, write_dashboard
 from lib.db import session
 from lib.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES
 from lib.ingest import CURATED
@@ -227,22 +227,14 @@ with session(database_url) as conn:
     decision = monitor.decide_from_metrics(conn, model_version, today, champion_scores.get("test_ksi_pr_auc"), policy)
     monitor.record_decision(conn, decision, model_name)
     # The map shows the latest monitored window, which a run for an older window's labels is not.
-    latest_start, latest_end, latest_version = monitor.latest_monitored_window(conn)
-    latest = (
-        window
-        if (latest_start, latest_end, latest_version) == (start, end, model_version)
-        else monitor.join_truth(
-            monitor.load_predictions(conn, latest_start, latest_end, latest_version),
-            curated_rows(latest_start, latest_end),
-        )
-    )
+    latest_window, latest = latest_window_map(conn)
     dashboard = write_dashboard(
         conn,
         reports,
         champion_scores,
         policy,
         latest_collisions=latest,
-        latest_window=(latest_start, latest_end),
+        latest_window=latest_window,
         champion_run_url=mlflow_run_url(settings.mlflow_tracking_uri, model_run.run_id),
     )
 

@@ -644,7 +644,8 @@ def seed_monitoring_tables(conn) -> None:
                 cur.execute(
                     "INSERT INTO predictions (collision_index, model_version, collision_date, window_start,"
                     " window_end, p_fatal, p_serious, p_slight, p_ksi, predicted_severity, ksi_alert,"
-                    " alert_threshold) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    " alert_threshold, latitude, longitude) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+                    " %s, %s)",
                     (
                         f"2024SYN{day:03d}{n}",
                         version,
@@ -658,6 +659,8 @@ def seed_monitoring_tables(conn) -> None:
                         3,
                         p_ksi > 0.3,
                         0.3,
+                        51.5 + 0.01 * n,
+                        -0.1 + 0.01 * day,
                     ),
                 )
         cur.execute(

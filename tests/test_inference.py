@@ -45,7 +45,7 @@ from tests.serving import free_port, mirror_champion, model_server
 JANUARY = ("2018-01-01", "2018-01-31")
 PREDICTIONS_SQL = (
     "SELECT collision_index, model_version, collision_date, window_start, window_end, p_fatal, p_serious,"
-    " p_slight, p_ksi, predicted_severity, ksi_alert, alert_threshold, scored_at"
+    " p_slight, p_ksi, predicted_severity, ksi_alert, alert_threshold, latitude, longitude, scored_at"
     " FROM predictions ORDER BY collision_index, model_version"
 )
 
@@ -120,9 +120,12 @@ def test_january_2018_scores_the_same_in_process_and_through_the_server(champion
     in_process = stored(fresh_database)
 
     lake = Lake(champion.lake_uri, settings)
-    january = lake.read_partition(CURATED, 2018, ["collision_index", "date"])
+    january = lake.read_partition(CURATED, 2018, ["collision_index", "date", "latitude", "longitude"])
     january = january[january["date"].between("2018-01-01", "2018-01-31 23:59")]
     assert sorted(in_process["collision_index"]) == sorted(january["collision_index"]) and len(january) > 20
+    located = in_process.merge(january, on="collision_index", suffixes=("", "_curated"))  # where, for the maps
+    assert np.allclose(located["latitude"], located["latitude_curated"], equal_nan=True)
+    assert np.allclose(located["longitude"], located["longitude_curated"], equal_nan=True)
     client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
     champion_version = client.get_model_version_by_alias(champion.model_name, "champion").version
     assert set(in_process["model_version"]) == {champion_version}
