@@ -71,12 +71,18 @@ class ServiceStatus:
         return f"running (pid {self.pid})" if self.pid else "stopped"
 
 
+# Ports this process has handed out: a stack's services start one after another, so a port chosen
+# for one must not be chosen again for the next before the first has bound it.
+_handed_out: set[int] = set()
+
+
 def free_port_block(size: int = 1, offset: int = 0) -> int:
     """A loopback port P with P..P+size-1 free, and (with `offset`) the same ports shifted by it."""
     for _ in range(200):
         base = random.randrange(20000, 30000)
-        ports = [base + i for i in range(size)]
-        if not any(_port_in_use(p) or (offset and _port_in_use(p + offset)) for p in ports):
+        ports = [base + i for i in range(size)] + ([base + offset + i for i in range(size)] if offset else [])
+        if not any(port in _handed_out or _port_in_use(port) for port in ports):
+            _handed_out.update(ports)
             return base
     raise ServiceError("no free block of ports found on 127.0.0.1")
 
