@@ -1,6 +1,6 @@
 """The one place that reads configuration.
 
-Every setting comes from the environment, then `.env` (copied from `.env.example`), then
+Every setting comes from the environment, then `.env` (written from `.env.example` by `make setup`), then
 `.env.example` itself, whose values point at the embedded services. Values are validated
 here, so a typo fails at start-up with the variable's name and value, not deep in a run.
 

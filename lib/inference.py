@@ -267,7 +267,7 @@ def server_message(response: requests.Response, limit: int = 600) -> str:
 
 
 class HttpScorer:
-    """Posts rows in batches to an MLflow scoring server and returns its predictions.
+    """Posts rows in batches to the model server (scripts/serve.py) and returns its predictions.
 
     Transient failures (connection refused or reset, HTTP 502/503/504) are retried up to `attempts`
     times per batch, waiting `backoff`, 2 x `backoff`, ... seconds, at most `max_backoff` each. Any

@@ -1,4 +1,4 @@
-"""scripts/serve.py: MLflow's scoring server for the champion trained on the real mirror.
+"""scripts/serve.py: the hardened model server (lib/serving.py) for the champion trained on the real mirror.
 
 The server runs as `make serve` runs it (a subprocess on a free port). Good requests must match the
 model loaded in-process; bad requests must get a 4xx with a message that says what is wrong, or a
