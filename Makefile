@@ -17,10 +17,11 @@ ARGS ?=
 help: ## Show this list of targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "} {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps --editable .
 	@touch $(STAMP)
 
 # .env: the local settings, readable by you only, with a generated password for the embedded PostgreSQL's
@@ -71,7 +72,7 @@ lint: setup ## Check the code with ruff
 	$(PY) -m ruff check .
 
 bench: setup ## Run the benchmark scripts (minutes; figures go into BENCHMARKS.md by hand)
-	@for script in scripts/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+	@for script in scripts/bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
 notebooks: setup ## Generate the .ipynb twins of the notebooks for JupyterLab (not committed)
 	$(PY) -m jupytext --sync notebooks/*.py

@@ -457,7 +457,7 @@ class ObjectStore(Service):
     def healthy(self) -> tuple[bool, str]:
         from minio.error import S3Error
 
-        from lib.lake import s3_client
+        from lib.data.lake import s3_client
 
         client = s3_client(self.settings, timeout=2, retries=0)  # polled: a retry would only log a warning
         try:

@@ -41,11 +41,11 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from lib import codes
 from lib.config import DATA_DIR, configure, parse_years
-from lib.ingest import CURATED, ingest_year
-from lib.lake import open_lake
-from lib.validate import findings_frame
+from lib.data import codes
+from lib.data.ingest import CURATED, ingest_year
+from lib.data.lake import open_lake
+from lib.data.validate import findings_frame
 
 logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
 settings = configure()

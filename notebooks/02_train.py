@@ -27,10 +27,10 @@
 #   constraints for the risks the literature agrees on, and regularisation scaled to the number of rows;
 #   `linear`, an L2-regularised logistic regression on one-hot codes; `textbook`, a logistic regression
 #   on the agreed risks alone; and `blend`, the calibrated mean of the three. A separate model splits
-#   P(KSI) into fatal and serious. `lib/model.py` documents every rule.
+#   P(KSI) into fatal and serious. `lib/modeling/model.py` documents every rule.
 # * **Where and when**: besides the collision's own features, the families see the KSI share of earlier
 #   collisions in the same ~1 km cell, on the same road class there, and at the same speed limit,
-#   learnt from the training rows only and shrunk towards the wider area (`lib/risk_history.py`).
+#   learnt from the training rows only and shrunk towards the wider area (`lib/modeling/risk_history.py`).
 # * **Selection on the validation period**: the blend is registered unless one family alone beats it
 #   on validation KSI PR-AUC with a paired bootstrap interval above zero. The test period only reports.
 # * **Baselines**: the majority class; a logistic regression on one-hot codes; and the original
@@ -60,7 +60,7 @@ seed = 42
 bootstrap_resamples = 1000
 reference_rows = 5000
 importance_rows = 2000
-notebook_run_id = ""  # set by lib.notebooks.execute; tagged on the MLflow run, to attach the executed notebook
+notebook_run_id = ""  # set by lib.runner.notebooks.execute; tagged on the MLflow run, to attach the executed notebook
 
 # %%
 import logging
@@ -77,14 +77,14 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.inspection import permutation_importance
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_curve
 
-from lib import model as severity_model
-from lib import training_run
 from lib.config import configure, parse_years
-from lib.evaluation import SEVERITY_NAMES, confusion, is_ksi
-from lib.features import FEATURE_COLUMNS
-from lib.ingest import CURATED
-from lib.lake import open_lake
-from lib.registry import check_primary_metric, promote_if_better
+from lib.data.features import FEATURE_COLUMNS
+from lib.data.ingest import CURATED
+from lib.data.lake import open_lake
+from lib.modeling import model as severity_model
+from lib.modeling import training_run
+from lib.modeling.evaluation import SEVERITY_NAMES, confusion, is_ksi
+from lib.modeling.registry import check_primary_metric, promote_if_better
 
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 settings = configure()

@@ -30,7 +30,7 @@
 #    threshold). Rerunning a window replaces its rows in one transaction, never duplicating them.
 #
 # A window without collisions is a normal outcome: nothing is scored and the window's rows are cleared.
-# `lib/inference.py` does the work and documents the rules.
+# `lib/modeling/inference.py` does the work and documents the rules.
 
 # %% tags=["parameters"]
 start_date = ""  # ISO date: the first collision date of the window
@@ -48,9 +48,9 @@ import logging
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
-from lib import inference
 from lib.config import configure
-from lib.lake import open_lake
+from lib.data.lake import open_lake
+from lib.modeling import inference
 
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 settings = configure()

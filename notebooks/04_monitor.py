@@ -32,7 +32,7 @@
 #
 # Every number goes to PostgreSQL (`monitoring_metrics`; the decision to `model_events`), and the
 # dashboard `REPORTS_DIR/dashboard.html` is rebuilt from those tables. Running the notebook again with
-# the same parameters replaces what it wrote. `lib/monitor.py` holds the rules.
+# the same parameters replaces what it wrote. `lib/monitoring/monitor.py` holds the rules.
 
 # %% tags=["parameters"]
 window_start = ""  # ISO date: the first day of the window
@@ -53,14 +53,14 @@ from datetime import date
 import pandas as pd
 from IPython.display import Markdown, display
 
-from lib import evidently_report, monitor
 from lib.config import configure
-from lib.dashboard import CHAMPION_SERIES, latest_window_map, mlflow_run_url, write_dashboard
-from lib.db import session
-from lib.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES
-from lib.ingest import CURATED
-from lib.lake import open_lake
-from lib.model_run import load_model_run
+from lib.data.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES
+from lib.data.ingest import CURATED
+from lib.data.lake import open_lake
+from lib.modeling.model_run import load_model_run
+from lib.monitoring import evidently_report, monitor
+from lib.monitoring.dashboard import CHAMPION_SERIES, latest_window_map, mlflow_run_url, write_dashboard
+from lib.store.db import session
 
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 started = time.monotonic()

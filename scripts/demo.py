@@ -27,15 +27,12 @@ import logging
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from lib import scenario  # noqa: E402
-from lib.config import DATA_DIR, ROOT, ConfigError, configure  # noqa: E402
-from lib.notebooks import NotebookFailed  # noqa: E402
-from lib.services import ServiceError, Stack  # noqa: E402
-from lib.training_run import experiments_url  # noqa: E402
+from lib.config import DATA_DIR, ROOT, ConfigError, configure
+from lib.modeling.training_run import experiments_url
+from lib.runner import scenario
+from lib.runner.notebooks import NotebookFailed
+from lib.services import ServiceError, Stack
 
 log = logging.getLogger("demo")
 SYNTHETIC_DIR = DATA_DIR / "demo" / "synthetic" / "road-accidents-safety-data"

@@ -17,10 +17,7 @@ import shutil
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from lib.config import NOTEBOOKS_DIR, ConfigError, configure  # noqa: E402
+from lib.config import NOTEBOOKS_DIR, ConfigError, configure
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,8 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"MLflow UI:  {settings.mlflow_tracking_uri}")
     print("Open notebooks/02_train.ipynb (made by `make notebooks`; edits sync back to 02_train.py). Ctrl-C stops.",
           flush=True)
-    # Notebooks import `lib` from the repository, as they do when run headless.
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "JUPYTER_TOKEN": token}
+    env = {**os.environ, "JUPYTER_TOKEN": token}
     jupyter = shutil.which("jupyter", path=str(Path(sys.executable).parent))
     command = [jupyter, "lab", f"--notebook-dir={NOTEBOOKS_DIR}", "--ip=127.0.0.1", f"--port={settings.jupyter_port}",
                "--no-browser", "--ServerApp.port_retries=0"]

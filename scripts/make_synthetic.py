@@ -1,4 +1,4 @@
-"""Write synthetic STATS19 files in DfT's raw format (see lib/synth.py), labelled synthetic.
+"""Write synthetic STATS19 files in DfT's raw format (see lib/data/synth.py), labelled synthetic.
 
 Examples:
   python scripts/make_synthetic.py --years 2019-2024 --collisions-per-year 20000 --out data/synthetic
@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from datetime import date
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from lib.config import DATA_DIR, ConfigError, parse_years  # noqa: E402
-from lib.synth import ERAS, Shift, generate, write_files  # noqa: E402
+from lib.config import DATA_DIR, ConfigError, parse_years
+from lib.data.synth import ERAS, Shift, generate, write_files
 
 
 def shift_window(text: str) -> tuple[date, date]:

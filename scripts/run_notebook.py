@@ -18,19 +18,16 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from lib.config import ConfigError, configure  # noqa: E402
-from lib.db import DatabaseError  # noqa: E402
-from lib.notebooks import (  # noqa: E402
+from lib.config import ConfigError, configure
+from lib.runner.notebooks import (
     NotebookError,
     NotebookInterrupted,
     execute,
     handle_sigterm_as_interrupt,
     parameters_from_text,
 )
+from lib.store.db import DatabaseError
 
 EXIT_CODES = {"succeeded": 0, "failed": 1, "timed_out": 124}
 EXIT_BAD_INPUT, EXIT_DATABASE, EXIT_INTERRUPTED = 2, 3, 130

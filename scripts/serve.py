@@ -5,7 +5,7 @@
 The model is MODEL_NAME at MODEL_VERSION when that is set, otherwise at alias MODEL_ALIAS
 (`models:/accident_severity@champion`). The alias is resolved once, at start, and that version is
 served: restart the server after a promotion to serve the new champion. The server is uvicorn
-running `lib.serving` (the model loaded once per worker with MLflow, in this environment): it
+running `lib.modeling.serving` (the model loaded once per worker with MLflow, in this environment): it
 checks every request (415, 413 above 10 MiB, 400 naming the column, row and value) before the
 model sees it. When it answers, the URL and a ready-to-paste request for one collision are
 printed. Ctrl-C or SIGTERM stops it.
@@ -36,13 +36,10 @@ from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from lib.config import ConfigError, Settings, configure  # noqa: E402
-from lib.inference import InferenceError, ModelRef, resolve_model  # noqa: E402
-from lib.lake import LakeError, open_lake  # noqa: E402
-from lib.serving import MODEL_URI_VARIABLE  # noqa: E402
+from lib.config import ROOT, ConfigError, Settings, configure
+from lib.data.lake import LakeError, open_lake
+from lib.modeling.inference import InferenceError, ModelRef, resolve_model
+from lib.modeling.serving import MODEL_URI_VARIABLE
 
 EXIT_STOPPED, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -57,7 +54,7 @@ def example_collision(model: ModelRef, settings: Settings) -> dict:
         example = json.loads(Path(path).read_text())
         row = dict(zip(example["columns"], example["data"][0], strict=True))
     except (mlflow.exceptions.MlflowException, OSError, KeyError, IndexError, ValueError):
-        from lib.ingest import CURATED
+        from lib.data.ingest import CURATED
 
         lake = open_lake(settings)
         years = [p.year for p in lake.partitions(CURATED)]
@@ -118,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{port}"
     print(f"Starting the model server for {model.describe()} on {args.host}:{port} ...", flush=True)
 
-    command = [sys.executable, "-m", "uvicorn", "lib.serving:app_from_environment", "--factory",
+    command = [sys.executable, "-m", "uvicorn", "lib.modeling.serving:app_from_environment", "--factory",
                "--host", args.host, "--port", str(port), "--workers", str(args.workers)]
     stopping, children = [], []
 

@@ -6,12 +6,9 @@ import argparse
 import logging
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from lib.config import ConfigError, configure  # noqa: E402
-from lib.services import ServiceError, Stack  # noqa: E402
+from lib.config import ConfigError, configure
+from lib.services import ServiceError, Stack
 
 
 def main(argv: list[str] | None = None) -> int:

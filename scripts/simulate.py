@@ -29,17 +29,14 @@ import os
 import sys
 import time
 from datetime import date
-from pathlib import Path
 
 import schedule
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from lib import clock, simulation  # noqa: E402
-from lib.config import Settings, configure  # noqa: E402
-from lib.db import DatabaseError, session  # noqa: E402
-from lib.errors import NeedsAction  # noqa: E402
-from lib.notebooks import handle_sigterm_as_interrupt  # noqa: E402
+from lib.config import Settings, configure
+from lib.errors import NeedsAction
+from lib.runner import clock, simulation
+from lib.runner.notebooks import handle_sigterm_as_interrupt
+from lib.store.db import DatabaseError, session
 
 log = logging.getLogger("simulate")
 EXIT_DONE, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_DATABASE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -112,7 +109,7 @@ def configure_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", force=True)
     if not verbose:
         # One line per tick: the executor's per-run lines and the clients' chatter only when asked for.
-        for name in ("lib.notebooks", "papermill", "mlflow", "urllib3", "alembic", "lib.lake"):
+        for name in ("lib.runner.notebooks", "papermill", "mlflow", "urllib3", "alembic", "lib.data.lake"):
             logging.getLogger(name).setLevel(logging.WARNING)
         logging.getLogger("traitlets").setLevel(logging.ERROR)  # nbconvert's notes on images without alt text
 

@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 
 from lib.config import ROOT, Settings
-from lib.ingest import ingest_year
-from lib.lake import Lake
-from lib.notebooks import execute
+from lib.data.ingest import ingest_year
+from lib.data.lake import Lake
+from lib.runner.notebooks import execute
 from tests.conftest import MIRROR
 
 MIRROR_YEARS = range(2014, 2019)

@@ -19,8 +19,9 @@ import pandas as pd
 import psycopg2.extras
 import pytest
 
-from lib import db, evidently_report, monitor
-from lib.dashboard import PANELS, write_dashboard
+from lib.monitoring import evidently_report, monitor
+from lib.monitoring.dashboard import PANELS, write_dashboard
+from lib.store import db
 
 CHROMIUM = shutil.which("chromium")
 pytestmark = pytest.mark.skipif(

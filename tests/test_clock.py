@@ -9,9 +9,9 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from lib import clock, simulation
 from lib.config import ROOT
-from lib.db import fetch_dicts, session
+from lib.runner import clock, simulation
+from lib.store.db import fetch_dicts, session
 
 STARTED = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
 TIMELINE = clock.Timeline(STARTED, date(2018, 1, 1), seconds_per_day=10)
@@ -78,7 +78,7 @@ def test_a_restart_continues_the_persisted_timeline(fresh_database):
 def test_changed_settings_keep_the_timeline_and_say_so(fresh_database, caplog):
     with session(fresh_database) as conn:
         clock.start_or_resume(conn, date(2018, 1, 1), 10, now=STARTED)
-    with caplog.at_level(logging.WARNING, logger="lib.clock"), session(fresh_database) as conn:
+    with caplog.at_level(logging.WARNING, logger="lib.runner.clock"), session(fresh_database) as conn:
         kept, started = clock.start_or_resume(conn, date(2019, 6, 1), 2, now=STARTED + timedelta(hours=1))
     assert not started and kept == TIMELINE
     warning = " ".join(record.getMessage() for record in caplog.records)

@@ -30,10 +30,9 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from lib import dashboard
 from lib.config import DEFAULTS_FILE, ROOT, Settings, load_settings, read_dotenv
-from lib.db import session
-from lib.monitor import (
+from lib.monitoring import dashboard
+from lib.monitoring.monitor import (
     DRIFT,
     DRIFT_SHARE_METRIC,
     PR_AUC_METRIC,
@@ -43,6 +42,7 @@ from lib.monitor import (
     store_metrics,
 )
 from lib.services import SUPERUSER, Stack, embedded_services
+from lib.store.db import session
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
@@ -590,7 +590,7 @@ def test_dashboard_uses_the_provisioned_datasource_and_the_plotly_dashboards_sql
         if isinstance(target, ast.Name) and target.id.endswith("_SQL")
     }
     absent = [name for name, sql in shared.items() if not any(squeeze(sql) in query for query in grafana_sql)]
-    assert shared and not absent, f"Grafana shows no panel built on lib/dashboard.py {', '.join(absent)}"
+    assert shared and not absent, f"Grafana shows no panel built on lib/monitoring/dashboard.py {', '.join(absent)}"
 
 
 def test_drift_panel_draws_the_retraining_threshold():

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from lib import db
+from lib.store import db
 
 
 def _tables(url: str) -> set[str]:

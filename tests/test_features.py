@@ -1,4 +1,4 @@
-"""lib.features: the curated table, its coding across eras, and what it must never contain."""
+"""lib.data.features: the curated table, its coding across eras, and what it must never contain."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from lib.codes import LABELS
-from lib.features import (
+from lib.data.codes import LABELS
+from lib.data.features import (
     CATEGORICAL_FEATURES,
     CURATED_COLUMNS,
     CURATED_DTYPES,
@@ -20,8 +20,8 @@ from lib.features import (
     TARGET_COLUMNS,
     build_curated,
 )
-from lib.stats19 import HISTORIC_TWINS, SCHEMA, load_year, read_table
-from lib.synth import generate, write_files
+from lib.data.stats19 import HISTORIC_TWINS, SCHEMA, load_year, read_table
+from lib.data.synth import generate, write_files
 
 # mirror/RECONSTRUCTION.md: collisions and fatal / serious / slight per year.
 MIRROR_SEVERITY = {

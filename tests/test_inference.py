@@ -1,4 +1,4 @@
-"""Batch inference (lib/inference.py, notebooks/03_infer.py) against real services.
+"""Batch inference (lib/modeling/inference.py, notebooks/03_infer.py) against real services.
 
 The end-to-end tests score January 2018 of the real Waltham Forest mirror with a champion that
 02_train registered from 2014-2017 (tests/serving.py), in-process and through scripts/serve.py, into
@@ -21,9 +21,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib import db
-from lib.features import TARGET_COLUMNS, build_curated
-from lib.inference import (
+from lib.data.features import TARGET_COLUMNS, build_curated
+from lib.data.ingest import CURATED
+from lib.data.lake import Lake, LakeError
+from lib.data.synth import generate
+from lib.modeling.inference import (
     HttpScorer,
     InferenceError,
     InProcessScorer,
@@ -35,11 +37,9 @@ from lib.inference import (
     resolve_model,
     write_predictions,
 )
-from lib.ingest import CURATED
-from lib.lake import Lake, LakeError
-from lib.model import OUTPUT_COLUMNS
-from lib.notebooks import execute
-from lib.synth import generate
+from lib.modeling.model import OUTPUT_COLUMNS
+from lib.runner.notebooks import execute
+from lib.store import db
 from tests.serving import free_port, mirror_champion, model_server
 
 JANUARY = ("2018-01-01", "2018-01-31")

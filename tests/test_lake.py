@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from lib.config import load_settings
-from lib.lake import Lake, LakeError, NoSuchObject, open_lake
+from lib.data.lake import Lake, LakeError, NoSuchObject, open_lake
 from lib.services import ObjectStore, private_variables
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import psutil
 
-from lib import notebooks
-from lib.db import fetch_dicts, session
-from lib.leftovers import KERNEL_FOLDER_PREFIX, OWNER_FILE, this_process
+from lib.runner import notebooks
+from lib.runner.leftovers import KERNEL_FOLDER_PREFIX, OWNER_FILE, this_process
+from lib.store.db import fetch_dicts, session
 
 FIXTURES = Path(__file__).parent / "fixtures" / "notebooks"
 

@@ -1,6 +1,6 @@
 """The severity model, its evaluation and its registration, on small synthetic data.
 
-The MLflow tests run notebooks/02_train.py headless (lib.notebooks.execute) against the session's
+The MLflow tests run notebooks/02_train.py headless (lib.runner.notebooks.execute) against the session's
 private MLflow, PostgreSQL and S3, on synthetic curated years written to their own lake prefix.
 """
 
@@ -22,12 +22,12 @@ import pytest
 from mlflow.exceptions import MlflowException
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
-from lib import db
-from lib.evaluation import _resample_weights, _SortedScore, bootstrap_auc, max_f1_threshold
-from lib.features import FEATURE_COLUMNS, LEAKAGE_COLUMNS, PERSONAL_COLUMNS, TARGET_COLUMNS, build_curated
-from lib.ingest import CURATED
-from lib.lake import Lake
-from lib.model import (
+from lib.data.features import FEATURE_COLUMNS, LEAKAGE_COLUMNS, PERSONAL_COLUMNS, TARGET_COLUMNS, build_curated
+from lib.data.ingest import CURATED
+from lib.data.lake import Lake
+from lib.data.synth import generate
+from lib.modeling.evaluation import _resample_weights, _SortedScore, bootstrap_auc, max_f1_threshold
+from lib.modeling.model import (
     BASELINES,
     FAMILIES,
     OUTPUT_COLUMNS,
@@ -42,9 +42,7 @@ from lib.model import (
     split_by_labels_known,
     split_by_years,
 )
-from lib.notebooks import execute
-from lib.synth import generate
-from lib.training_run import (
+from lib.modeling.training_run import (
     DESCRIPTION_TAG,
     EXPERIMENT_KIND_TAG,
     MODEL_DEVELOPMENT,
@@ -52,6 +50,8 @@ from lib.training_run import (
     experiments_url,
     run_name,
 )
+from lib.runner.notebooks import execute
+from lib.store import db
 
 YEARS = range(2014, 2019)
 COLLISIONS_PER_YEAR = 2000
@@ -336,7 +336,7 @@ def test_champion_loads_in_a_fresh_process_and_predicts_from_rows_without_target
         mlflow.pyfunc.load_model(f"models:/{model_name}@champion").predict(rows.drop(columns=["speed_limit"]))
 
 
-# -- how the training run presents itself in MLflow (lib.training_run) ---------------------------------
+# -- how the training run presents itself in MLflow (lib.modeling.training_run) ---------------------------------
 
 
 def test_the_run_is_named_by_its_periods_in_an_experiment_shown_as_model_development(trained, settings):

@@ -1,4 +1,4 @@
-"""lib.model_run: what 04_monitor reads about a model version, over REST, agrees with MLflow's own client."""
+"""lib.modeling.model_run: what 04_monitor reads about a model version, over REST, agrees with MLflow's own client."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import mlflow
 import pandas as pd
 import pytest
 
-from lib import model as severity_model
-from lib import stats19, synth
-from lib.features import build_curated
-from lib.model_run import TEST_RANGE_PARAM, ModelRunError, load_model_run, proxied_url, range_end
+from lib.data import stats19, synth
+from lib.data.features import build_curated
+from lib.modeling import model as severity_model
+from lib.modeling.model_run import TEST_RANGE_PARAM, ModelRunError, load_model_run, proxied_url, range_end
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def register(settings, curated: pd.DataFrame, artifact_location: str | None = No
 def test_a_version_s_run_metrics_and_reference_match_mlflow_s_client(settings, curated, caplog):
     name, version, logged = register(settings, curated)
 
-    with caplog.at_level(logging.INFO, logger="lib.model_run"):
+    with caplog.at_level(logging.INFO, logger="lib.modeling.model_run"):
         run = load_model_run(settings.mlflow_tracking_uri, name, version)
 
     assert "does not proxy" not in caplog.text  # read over REST, not with MLflow's client
@@ -62,7 +62,7 @@ def test_artifacts_the_server_does_not_proxy_are_fetched_with_mlflow_s_client(se
     monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", settings.s3_endpoint_url)
     name, version, logged = register(settings, curated, f"s3://{bucket}/unproxied-{uuid.uuid4().hex[:6]}")
 
-    with caplog.at_level(logging.INFO, logger="lib.model_run"):
+    with caplog.at_level(logging.INFO, logger="lib.modeling.model_run"):
         run = load_model_run(settings.mlflow_tracking_uri, name, version)
 
     assert "does not proxy" in caplog.text

@@ -21,12 +21,16 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from lib import db, evaluation, evidently_report, html_packing, monitor, notebooks, stats19, synth
-from lib import model as severity_model
-from lib.dashboard import mlflow_run_url, write_dashboard
-from lib.features import CATEGORICAL_FEATURES, FEATURE_COLUMNS, NUMERIC_FEATURES, build_curated
-from lib.ingest import CURATED
-from lib.lake import Lake
+from lib.data import stats19, synth
+from lib.data.features import CATEGORICAL_FEATURES, FEATURE_COLUMNS, NUMERIC_FEATURES, build_curated
+from lib.data.ingest import CURATED
+from lib.data.lake import Lake
+from lib.modeling import evaluation
+from lib.modeling import model as severity_model
+from lib.monitoring import evidently_report, html_packing, monitor
+from lib.monitoring.dashboard import mlflow_run_url, write_dashboard
+from lib.runner import notebooks
+from lib.store import db
 
 WINDOW_START, WINDOW_END = date(2024, 3, 4), date(2024, 3, 10)
 DELAY = 30

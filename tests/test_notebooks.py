@@ -17,10 +17,10 @@ import jupytext
 import nbformat
 import pytest
 
-from lib import notebooks
 from lib.config import ROOT
-from lib.db import fetch_dicts, session
-from lib.notebooks import NotebookFailed, NotebookInterrupted, ParameterError
+from lib.runner import notebooks
+from lib.runner.notebooks import NotebookFailed, NotebookInterrupted, ParameterError
+from lib.store.db import fetch_dicts, session
 
 FIXTURES = Path(__file__).parent / "fixtures" / "notebooks"
 SCRIPT = ROOT / "scripts" / "run_notebook.py"
@@ -356,8 +356,8 @@ def test_a_warm_kernel_keeps_modules_but_not_variables_and_is_replaced_after_a_t
         first, second = run(), run()
         assert first.ok and second.ok
         assert _printed_value(first.output_ipynb, "kernel pid") == _printed_value(second.output_ipynb, "kernel pid")
-        assert _printed_value(first.output_ipynb, "lib.clock already loaded") == "False"
-        assert _printed_value(second.output_ipynb, "lib.clock already loaded") == "True"
+        assert _printed_value(first.output_ipynb, "lib.runner.clock already loaded") == "False"
+        assert _printed_value(second.output_ipynb, "lib.runner.clock already loaded") == "True"
         assert _printed_value(second.output_ipynb, "left behind") == "False"
         # The namespace reset also restarts the execution count: the second run reads like the first.
         cells = [nbformat.read(r.output_ipynb, as_version=4).cells for r in (first, second)]
@@ -372,6 +372,6 @@ def test_a_warm_kernel_keeps_modules_but_not_variables_and_is_replaced_after_a_t
         assert run(FIXTURES / "hangs.py", timeout=2).status == "timed_out"
         assert _wait_gone(pid, seconds=5), "the warm kernel of a timed-out run is still running"
         fresh = run()
-        assert fresh.ok and _printed_value(fresh.output_ipynb, "lib.clock already loaded") == "False"
+        assert fresh.ok and _printed_value(fresh.output_ipynb, "lib.runner.clock already loaded") == "False"
         fresh_pid = int(_printed_value(fresh.output_ipynb, "kernel pid"))
     assert _wait_gone(fresh_pid, seconds=10), "closing the warm kernel left it running"

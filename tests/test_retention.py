@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from lib import db
-from lib.retention import prune_run_archive
+from lib.runner.retention import prune_run_archive
+from lib.store import db
 
 
 def test_only_old_successful_runs_lose_their_archived_copies(fresh_database, tmp_path):

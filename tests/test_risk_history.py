@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.features import FEATURE_COLUMNS, build_curated
-from lib.model import feature_matrix, fit_families, split_by_labels_known, split_by_years
-from lib.risk_history import HISTORY_FEATURES, PRIOR_COLLISIONS, RiskHistory, out_of_fold
-from lib.synth import generate
+from lib.data.features import FEATURE_COLUMNS, build_curated
+from lib.data.synth import generate
+from lib.modeling.model import feature_matrix, fit_families, split_by_labels_known, split_by_years
+from lib.modeling.risk_history import HISTORY_FEATURES, PRIOR_COLLISIONS, RiskHistory, out_of_fold
 
 
 @pytest.fixture(scope="module")

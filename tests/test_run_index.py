@@ -7,7 +7,7 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
-from lib.run_index import render
+from lib.runner.run_index import render
 
 
 def _run(reports: Path, **fields) -> dict:

@@ -1,4 +1,4 @@
-"""scripts/serve.py: the hardened model server (lib/serving.py) for the champion trained on the real mirror.
+"""scripts/serve.py: the hardened model server (lib/modeling/serving.py) for the champion trained on the real mirror.
 
 The server runs as `make serve` runs it (a subprocess on a free port). Good requests must match the
 model loaded in-process; bad requests must get a 4xx with a message that says what is wrong, or a
@@ -17,13 +17,13 @@ import pandas as pd
 import pytest
 import requests
 
-from lib.feature_values import DOMAINS
-from lib.features import build_curated
-from lib.ingest import CURATED
-from lib.lake import Lake
-from lib.model import OUTPUT_COLUMNS
-from lib.serving import feature_frame
-from lib.synth import generate
+from lib.data.feature_values import DOMAINS
+from lib.data.features import build_curated
+from lib.data.ingest import CURATED
+from lib.data.lake import Lake
+from lib.data.synth import generate
+from lib.modeling.model import OUTPUT_COLUMNS
+from lib.modeling.serving import feature_frame
 from tests.serving import SERVE_SCRIPT, free_port, mirror_champion, model_server
 
 

@@ -25,12 +25,13 @@ import pandas as pd
 import psycopg2
 import pytest
 
-from lib import clock, scenario, simulation, synth
 from lib.config import ROOT, Settings, load_settings
-from lib.db import fetch_dicts, session
-from lib.ingest import CURATED
-from lib.lake import Lake
+from lib.data import synth
+from lib.data.ingest import CURATED
+from lib.data.lake import Lake
+from lib.runner import clock, scenario, simulation
 from lib.services import Stack, private_variables
+from lib.store.db import fetch_dicts, session
 
 pytestmark = pytest.mark.slow
 
@@ -46,8 +47,7 @@ SIMULATE = ROOT / "scripts" / "simulate.py"
 # runner records its progress: the moment where a lost or doubled day would show.
 KILL_AFTER_DRIVER = """
 import os, runpy, signal, sys
-sys.path.insert(0, {root!r})
-from lib import notebooks
+from lib.runner import notebooks
 execute = notebooks.execute
 def execute_then_die(notebook, *args, **kwargs):
     result = execute(notebook, *args, **kwargs)
@@ -350,7 +350,7 @@ def test_a_runner_stopped_at_any_moment_and_restarted_loses_and_duplicates_nothi
     log = tmp_path / "runner.log"
     if kill_after:
         driver = tmp_path / "simulate_then_die.py"
-        driver.write_text(KILL_AFTER_DRIVER.format(root=str(ROOT), simulate=str(SIMULATE)))
+        driver.write_text(KILL_AFTER_DRIVER.format(simulate=str(SIMULATE)))
         first = Runner({**env, "KILL_AFTER": kill_after}, log, driver=driver)
         assert first.wait() == -signal.SIGKILL, first.output()
         with session(fresh_database) as conn:  # the fault struck where intended: rows written, progress not

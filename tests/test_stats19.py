@@ -1,4 +1,4 @@
-"""lib.stats19 (finding, downloading, reading) and lib.validate (fatal errors and findings)."""
+"""lib.data.stats19 (finding, downloading, reading) and lib.data.validate (fatal errors and findings)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from lib.config import ROOT
-from lib.stats19 import (
+from lib.data.stats19 import (
     SCHEMA,
     DownloadError,
     HostNotFound,
@@ -30,8 +30,8 @@ from lib.stats19 import (
     read_table,
     sha256_file,
 )
-from lib.synth import generate, write_files
-from lib.validate import ValidationError, findings_frame, validate_year
+from lib.data.synth import generate, write_files
+from lib.data.validate import ValidationError, findings_frame, validate_year
 
 # Rows per year in the real mirror (mirror/RECONSTRUCTION.md): collisions, vehicles, casualties.
 MIRROR_ROWS = {
@@ -297,7 +297,7 @@ def test_2024_specification_columns_keep_both_codings(shared_data):
 STREAM_PROBE = """
 import json, sys
 import pyarrow as pa
-from lib.stats19 import read_table
+from lib.data.stats19 import read_table
 year = None if sys.argv[2] == "all" else int(sys.argv[2])
 frame = read_table(sys.argv[1], "vehicle", year, block_size=64 << 10)
 print(json.dumps({"max_memory": pa.default_memory_pool().max_memory(), "index": list(frame["collision_index"])}))

@@ -1,4 +1,4 @@
-"""lib.synth and scripts/make_synthetic.py: synthetic files that look like DfT's and never pass for real."""
+"""lib.data.synth and scripts/make_synthetic.py: synthetic files that look like DfT's and never pass for real."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
 
 from lib.config import ROOT
-from lib.features import CATEGORICAL_FEATURES, FEATURE_COLUMNS, build_curated
-from lib.stats19 import load_year, read_table, sha256_file
-from lib.synth import MARKER_FILE, Shift, generate, write_files
-from lib.validate import findings_frame
+from lib.data.features import CATEGORICAL_FEATURES, FEATURE_COLUMNS, build_curated
+from lib.data.stats19 import load_year, read_table, sha256_file
+from lib.data.synth import MARKER_FILE, Shift, generate, write_files
+from lib.data.validate import findings_frame
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,11 @@ from dataclasses import replace
 import mlflow
 import pytest
 
-from lib.features import TARGET_COLUMNS
-from lib.ingest import CURATED
-from lib.lake import open_lake
-from lib.model import BASELINES, OUTPUT_COLUMNS
-from lib.notebooks import execute
+from lib.data.features import TARGET_COLUMNS
+from lib.data.ingest import CURATED
+from lib.data.lake import open_lake
+from lib.modeling.model import BASELINES, OUTPUT_COLUMNS
+from lib.runner.notebooks import execute
 
 pytestmark = pytest.mark.slow
 

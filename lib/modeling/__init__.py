@@ -1,0 +1,1 @@
+"""Modeling: features to candidates, time splits, evaluation, the registry, scoring and serving."""

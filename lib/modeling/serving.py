@@ -1,0 +1,163 @@
+"""The model server's HTTP app (`make serve`): strict about what it accepts, never an error page.
+
+Routes: `POST /invocations` scores collisions; `GET /ping` and `GET /health` answer 200 once the
+model is loaded; `GET /version` names the model version served.
+
+A request to /invocations is answered, in this order:
+* 415 unless its Content-Type is application/json;
+* 413 when its body is larger than `MAX_BODY_BYTES` (10 MiB, about 30,000 collisions), announced or not;
+* 400 for a body that is not JSON, is nested deeper than JSON of rows can be, or holds no rows
+  (`{"dataframe_records": [{...}, ...]}` or `{"dataframe_split": {"columns": [...], "data": [[...]]}}`);
+* 400 naming the column, the row and the value when a feature the model needs is absent, is not a
+  number (text, true/false, an object), is not finite, or lies outside what the feature can hold
+  (`lib.data.feature_values`: DfT codes, whole counts, coordinates around Great Britain);
+* 200 with `{"predictions": [{"p_fatal": ..., ...}, ...]}` in request order.
+Error bodies are `{"error_code": ..., "message": ...}` and quote at most a short value, never the body.
+Fields the model does not use are ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.pyfunc import PyFuncModel
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from lib.data.feature_values import DOMAINS
+
+MAX_BODY_BYTES = 10 * 1024 * 1024
+# The environment variable through which scripts/serve.py tells the server's workers what to load.
+MODEL_URI_VARIABLE = "ASF_SERVED_MODEL_URI"
+
+
+class RequestRefused(Exception):
+    """The request cannot be scored; `status` is the HTTP status and the message says why."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def _short(value) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def parse_rows(body: bytes) -> tuple[list[str], list[list]]:
+    """(columns, rows) of a JSON body in MLflow's `dataframe_records` or `dataframe_split` form."""
+    try:
+        document = json.loads(body)
+    except RecursionError:
+        raise RequestRefused(400, "the body nests JSON deeper than rows of collisions can be") from None
+    except (ValueError, UnicodeDecodeError) as error:
+        raise RequestRefused(400, f"the body is not valid JSON ({error})") from None
+    if isinstance(document, dict) and isinstance(document.get("dataframe_records"), list):
+        records = document["dataframe_records"]
+        if not all(isinstance(record, dict) for record in records):
+            raise RequestRefused(400, "dataframe_records must be a list of objects, one per collision")
+        columns = list(dict.fromkeys(key for record in records for key in record))
+        return columns, [[record.get(column) for column in columns] for record in records]
+    split = document.get("dataframe_split") if isinstance(document, dict) else None
+    if isinstance(split, dict) and isinstance(split.get("columns"), list) and isinstance(split.get("data"), list):
+        columns, rows = split["columns"], split["data"]
+        if not all(isinstance(column, str) for column in columns):
+            raise RequestRefused(400, "dataframe_split.columns must be a list of names")
+        for number, row in enumerate(rows):
+            if not isinstance(row, list) or len(row) != len(columns):
+                raise RequestRefused(400, f"dataframe_split.data row {number} is not a list of {len(columns)} values")
+        return columns, rows
+    raise RequestRefused(
+        400, 'the body must be {"dataframe_records": [{...}, ...]} or {"dataframe_split": {"columns": [...], '
+             '"data": [[...], ...]}}'
+    )
+
+
+def feature_frame(columns: list[str], rows: list[list], features: tuple[str, ...]) -> pd.DataFrame:
+    """The model's input columns as float64 (NaN: missing), each value checked against its feature's domain."""
+    missing = [feature for feature in features if feature not in columns]
+    if missing:
+        raise RequestRefused(400, f"the rows lack features the model needs: missing inputs {missing}")
+    position = {column: index for index, column in enumerate(columns)}
+    frame = {}
+    for feature in features:
+        values = [row[position[feature]] for row in rows]
+        for number, value in enumerate(values):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise RequestRefused(400, f"{feature} is {_short(value)} in row {number}: features are numbers "
+                                          "(DfT codes as numbers), or null when missing")
+        numbers = np.array([np.nan if value is None else value for value in values], dtype=np.float64)
+        infinite = np.isinf(numbers)
+        if infinite.any():
+            number = int(np.argmax(infinite))
+            raise RequestRefused(400, f"{feature} holds {numbers[number]} in row {number}; features are finite "
+                                      "numbers, or null when missing")
+        domain = DOMAINS.get(feature)
+        if domain is not None:
+            outside = ~domain.allows(numbers)
+            if outside.any():
+                number = int(np.argmax(outside))
+                raise RequestRefused(400, f"{feature} is {_short(values[number])} in row {number}; it must be "
+                                          f"{domain.describe()}")
+        frame[feature] = numbers
+    return pd.DataFrame(frame)
+
+
+def build_app(model: PyFuncModel, version: str) -> Starlette:
+    features = tuple(model.metadata.get_input_schema().input_names())
+
+    async def invocations(request: Request) -> Response:
+        try:
+            media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+            if media_type != "application/json":
+                raise RequestRefused(415, f"send JSON with Content-Type: application/json (got "
+                                          f"{_short(media_type or 'none')})")
+            announced = request.headers.get("content-length", "")
+            if announced.isdigit() and int(announced) > MAX_BODY_BYTES:
+                raise RequestRefused(413, f"the body is larger than {MAX_BODY_BYTES:,} bytes; send fewer rows per "
+                                          "request")
+            body = bytearray()
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > MAX_BODY_BYTES:
+                    raise RequestRefused(413, f"the body is larger than {MAX_BODY_BYTES:,} bytes; send fewer rows "
+                                              "per request")
+            frame = feature_frame(*parse_rows(bytes(body)), features)
+            if frame.empty:
+                return JSONResponse({"predictions": []})
+            predictions = await asyncio.to_thread(model.predict, frame)
+        except RequestRefused as refused:
+            return JSONResponse({"error_code": "BAD_REQUEST", "message": str(refused)}, status_code=refused.status)
+        except MlflowException as error:
+            return JSONResponse({"error_code": "BAD_REQUEST", "message": error.message}, status_code=400)
+        records = predictions.to_json(orient="records", double_precision=15)
+        return Response('{"predictions": ' + records + "}", media_type="application/json")
+
+    async def ping(request: Request) -> Response:
+        return Response("\n", media_type="application/json")
+
+    async def served_version(request: Request) -> Response:
+        return JSONResponse({"model_version": version})
+
+    return Starlette(routes=[
+        Route("/invocations", invocations, methods=["POST"]),
+        Route("/ping", ping), Route("/health", ping), Route("/version", served_version),
+    ])
+
+
+def app_from_environment() -> Starlette:
+    """For each uvicorn worker: load the pinned model version that scripts/serve.py names."""
+    import mlflow
+
+    from lib.config import configure
+
+    configure()
+    uri = os.environ[MODEL_URI_VARIABLE]
+    return build_app(mlflow.pyfunc.load_model(uri), uri.rsplit("/", 1)[-1])

@@ -1,0 +1,100 @@
+"""How a training run presents itself in MLflow: the experiment's kind, the run's name, its data, its verdict.
+
+* The experiment is tagged `mlflow.experimentKind` = `custom_model_development`, the tag MLflow's UI sets
+  when one picks "machine learning" for an experiment, so it shows runs and models instead of the GenAI
+  overview (traces, tokens). MLflow 3's UI also keeps a browser-wide workflow type, GenAI by default;
+  `experiments_url` opens the UI on the machine-learning one.
+* A run is named by what it did: `train 2014-2016 | validate 2017 | test 2018`, with dates instead of
+  years where a period is not whole years (the simulation's retraining).
+* Every curated lake partition the run read is logged as an MLflow dataset (`mlflow.log_input`): its
+  location in the lake as source, the data file's SHA-256 as digest (shortened to MLflow's 36
+  characters; the whole checksum, the rows and the source files' checksums as input tags), and the
+  periods it served as context (`training`, `validation`, `test`).
+* The verdict against each baseline is the run's description (`mlflow.note.content`) and the
+  registered version's description.
+"""
+
+from __future__ import annotations
+
+import warnings
+from datetime import date
+
+import mlflow
+import pandas as pd
+from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.data.meta_dataset import MetaDataset
+
+from lib.data.lake import Lake, Partition
+from lib.modeling.model import Split
+
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_DEVELOPMENT = "custom_model_development"
+DESCRIPTION_TAG = "mlflow.note.content"
+DIGEST_LENGTH = 36  # MLflow's datasets.digest column
+CONTEXTS = {"train": "training", "validation": "validation", "test": "test"}
+
+
+def open_experiment(name: str) -> str:
+    """Make `name` the active experiment (created if absent), shown as model development; its id."""
+    experiment = mlflow.set_experiment(name)
+    if experiment.tags.get(EXPERIMENT_KIND_TAG) != MODEL_DEVELOPMENT:
+        mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, MODEL_DEVELOPMENT)
+    return experiment.experiment_id
+
+
+def experiments_url(tracking_uri: str) -> str:
+    """The MLflow UI's experiment list in its machine-learning view (not the GenAI default)."""
+    return tracking_uri.rstrip("/") + "/#/experiments?workflowType=machine_learning"
+
+
+def _period(first: date, last: date) -> str:
+    if (first.month, first.day, last.month, last.day) == (1, 1, 12, 31):
+        return str(first.year) if first.year == last.year else f"{first.year}-{last.year}"
+    return f"{first}..{last}"
+
+
+def run_name(split: Split, parts: dict[str, pd.DataFrame]) -> str:
+    """`train 2014-2016 | validate 2017 | test 2018`, or the dates of periods that are not whole years."""
+    train_start = split.train_start or pd.Timestamp(parts["train"]["date"].min()).date()
+    periods = {"train": (train_start, split.train_end), "validate": split.validation, "test": split.test}
+    return " | ".join(f"{verb} {_period(*period)}" for verb, period in periods.items())
+
+
+def contexts(split: Split, year: int) -> str:
+    """The periods of `split` that a calendar year's partition served, e.g. `training` or `validation,test`."""
+    served = [
+        CONTEXTS[part]
+        for part, (start, end) in split.ranges().items()
+        if (start is None or start.year <= year) and year <= end.year
+    ]
+    return ",".join(served)
+
+
+def log_partitions(lake: Lake, partitions: list[Partition], split: Split) -> None:
+    """Log each partition to the active run as a dataset with its checksums (module docstring)."""
+    datasets, context_list, tags_list = [], [], []
+    for partition in partitions:
+        manifest = partition.manifest
+        uri = f"{lake.uri.rstrip('/')}/{Lake.partition_prefix(partition.dataset, partition.year)}"
+        with warnings.catch_warnings():  # file:// matches two equivalent local sources; either will do
+            warnings.simplefilter("ignore", UserWarning)
+            source = resolve_dataset_source(uri)
+        name, digest = f"{partition.dataset} {partition.year}", manifest["data_sha256"][:DIGEST_LENGTH]
+        datasets.append(MetaDataset(source, name=name, digest=digest))
+        context_list.append(contexts(split, partition.year))
+        tags_list.append(
+            {
+                "data_sha256": manifest["data_sha256"],
+                "rows": str(manifest["rows"]),
+                **{f"source_sha256.{table}": checksum for table, checksum in manifest.get("source_sha256", {}).items()},
+            }
+        )
+    mlflow.log_inputs(datasets=datasets, contexts=context_list, tags_list=tags_list)
+
+
+def describe(run_id: str, text: str, model_name: str | None = None, version: str | None = None) -> None:
+    """Make `text` (markdown) the run's description and, when given, the registered version's."""
+    client = mlflow.MlflowClient()
+    client.set_tag(run_id, DESCRIPTION_TAG, text)
+    if model_name and version:
+        client.update_model_version(model_name, version, description=text)

@@ -1,0 +1,1 @@
+"""Monitoring: drift and quality per window, Evidently reports and the dashboard."""

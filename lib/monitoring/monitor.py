@@ -1,0 +1,642 @@
+"""Monitoring of one window of scored collisions: drift, labelled quality and the retraining decision.
+
+Drift compares the window's features and predictions with the reference sample logged with the
+model (Evidently); it is known as soon as the window ends. Quality needs the true severities,
+which "arrive" `label_delay_days` after each collision: a window's quality is computed only once
+every label in it has arrived, with the test metrics of `lib.modeling.evaluation`. Every scalar goes to
+`monitoring_metrics` in long format, in two families that are replaced independently:
+`drift.*` (known at the window end) and `quality.*` (known at window end + label delay).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+import psycopg2.extras
+
+from lib.modeling.evaluation import PROBABILITY_COLUMNS, SEVERITY_NAMES, ModelScores, test_metrics
+from lib.store.db import fetch_dicts
+
+log = logging.getLogger(__name__)
+
+# The share of drifted features that calls for retraining. Lower than Evidently's dataset-drift
+# default (0.5): a change in where and when collisions happen moves a handful of correlated features
+# (on synthetic data, rural 60 mph night collisions drift 7-9 of 28), while `month` drifts in every
+# window shorter than the reference period.
+DEFAULT_DRIFT_SHARE = 0.2
+# The fewest collisions a window needs before its drift can call for retraining. Evidently's distance
+# tests do not allow for sample size, so small windows drift by chance alone: unshifted synthetic
+# windows drift 79% of the features at 14 rows (a week of the Waltham Forest mirror), 30% at 100,
+# 7.5% at 300 (at most 11% over 10 samples): scripts/bench/drift_noise.py; tests/test_monitor.py pins it.
+DEFAULT_MIN_DRIFT_ROWS = 300
+# Metric families: each is replaced as a whole when a window is recomputed.
+DRIFT, QUALITY = "drift", "quality"
+# Metric names that the dashboard, Grafana and the retraining decision read.
+DRIFT_SHARE_METRIC = f"{DRIFT}.share_drifted_features"
+DRIFT_ROWS_METRIC = f"{DRIFT}.rows"
+PR_AUC_METRIC = f"{QUALITY}.ksi_pr_auc"
+PREDICTED_SHARE_PREFIX = f"{DRIFT}.predicted_share."
+ACTUAL_SHARE_PREFIX = f"{QUALITY}.actual_share."
+FEATURE_SCORE_PREFIX = f"{DRIFT}.feature_score."
+ROC_AUC_METRIC = f"{QUALITY}.ksi_roc_auc"
+
+WINDOW_PREDICTIONS_SQL = """
+SELECT collision_index, collision_date, p_fatal, p_serious, p_slight, p_ksi, predicted_severity, ksi_alert,
+       alert_threshold
+FROM predictions
+WHERE model_version = %(model_version)s AND collision_date BETWEEN %(window_start)s AND %(window_end)s
+ORDER BY collision_date, collision_index
+"""
+
+WINDOW_MODEL_VERSIONS_SQL = """
+SELECT model_version, count(*) AS rows, max(scored_at) AS last_scored_at
+FROM predictions
+WHERE collision_date BETWEEN %(window_start)s AND %(window_end)s
+GROUP BY model_version
+ORDER BY rows DESC, last_scored_at DESC
+"""
+
+# Windows monitored for drift whose labels have all arrived, and whose quality is either not stored
+# yet or was completed on or after `completed_since` (recomputed, so a rerun repeats the same work).
+QUALITY_DUE_SQL = """
+SELECT DISTINCT d.window_start, d.window_end, d.model_version
+FROM monitoring_metrics d
+WHERE d.metric = %(drift_metric)s AND d.window_end + %(label_delay_days)s <= %(as_of)s
+  AND (d.window_end + %(label_delay_days)s >= %(completed_since)s OR NOT EXISTS (
+    SELECT 1 FROM monitoring_metrics q
+    WHERE q.window_start = d.window_start AND q.window_end = d.window_end
+      AND q.model_version = d.model_version AND q.metric LIKE 'quality.%%'
+  ))
+ORDER BY d.window_end, d.model_version
+"""
+
+RECENT_QUALITY_SQL = """
+SELECT window_start, window_end, value
+FROM monitoring_metrics
+WHERE model_version = %(model_version)s AND metric = %(metric)s
+  AND known_at <= %(as_of)s AND value IS NOT NULL
+ORDER BY window_end DESC
+LIMIT %(limit)s
+"""
+
+# Each monitored window's share of drifted features with the number of collisions it was computed on.
+DRIFT_WINDOWS_SQL = f"""
+SELECT s.window_start, s.window_end, s.model_version, s.known_at,
+       s.value AS share_drifted_features, r.value AS rows
+FROM monitoring_metrics s
+LEFT JOIN monitoring_metrics r
+  ON r.window_start = s.window_start AND r.window_end = s.window_end
+  AND r.model_version = s.model_version AND r.metric = '{DRIFT_ROWS_METRIC}'
+WHERE s.metric = '{DRIFT_SHARE_METRIC}'
+"""
+
+LATEST_WINDOW_SQL = f"""
+SELECT window_start, window_end, model_version
+FROM monitoring_metrics
+WHERE metric = '{DRIFT_SHARE_METRIC}'
+ORDER BY window_end DESC, computed_at DESC
+LIMIT 1
+"""
+
+LATEST_DRIFT_SQL = f"""
+SELECT share_drifted_features, rows
+FROM ({DRIFT_WINDOWS_SQL}) d
+WHERE model_version = %(model_version)s AND known_at <= %(as_of)s
+ORDER BY window_end DESC
+LIMIT 1
+"""
+
+
+class MonitoringError(ValueError):
+    """The inputs of a monitoring step are unusable; the message names the frame, column or value."""
+
+
+# ---------------------------------------------------------------------------------------------- drift
+
+
+@dataclass(frozen=True)
+class DriftResult:
+    """Feature and prediction drift of one window against the reference sample."""
+
+    rows: int
+    reference_rows: int
+    share_drifted_features: float
+    drifted_features: int
+    features: int
+    feature_scores: dict[str, float]  # Evidently's drift score: a distance or a p-value, per feature_methods
+    feature_drifted: dict[str, bool]
+    feature_methods: dict[str, str]
+    p_ksi_score: float
+    p_ksi_drifted: bool
+    p_ksi_method: str
+    predicted_class_score: float
+    predicted_class_drifted: bool
+    predicted_shares: dict[str, float]
+    reference_predicted_shares: dict[str, float]
+    skipped_features: tuple[str, ...] = ()
+
+    def metrics(self) -> dict[str, float]:
+        """The `drift.*` scalars stored in `monitoring_metrics`."""
+        values = {
+            DRIFT_ROWS_METRIC: self.rows,
+            DRIFT_SHARE_METRIC: self.share_drifted_features,
+            "drift.drifted_features": self.drifted_features,
+            "drift.features": self.features,
+            "drift.p_ksi_score": self.p_ksi_score,
+            "drift.p_ksi_drifted": float(self.p_ksi_drifted),
+            "drift.predicted_class_score": self.predicted_class_score,
+            "drift.predicted_class_drifted": float(self.predicted_class_drifted),
+        }
+        values.update({f"{PREDICTED_SHARE_PREFIX}{name}": share for name, share in self.predicted_shares.items()})
+        values.update({f"{FEATURE_SCORE_PREFIX}{name}": score for name, score in self.feature_scores.items()})
+        values.update({f"drift.feature_drifted.{name}": float(flag) for name, flag in self.feature_drifted.items()})
+        return values
+
+
+def severity_shares(severity: pd.Series) -> dict[str, float]:
+    """Share of each severity (fatal, serious, slight), predicted or true; 0 for a class absent."""
+    counts = severity.astype(int).value_counts()
+    total = max(len(severity), 1)
+    return {name: float(counts.get(code, 0)) / total for code, name in SEVERITY_NAMES.items()}
+
+
+def _check_columns(frame: pd.DataFrame, columns: Sequence[str], frame_name: str) -> None:
+    missing = [column for column in columns if column not in frame.columns]
+    if missing:
+        raise MonitoringError(f"the {frame_name} frame lacks column(s) {', '.join(missing)}")
+    if frame.empty:
+        raise MonitoringError(f"the {frame_name} frame has no rows")
+
+
+def _plain_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
+    """Evidently's statistics need NumPy dtypes: nullable integer codes become float64, <NA> NaN."""
+    return frame.astype("float64")
+
+
+def compute_drift(
+    current: pd.DataFrame,
+    reference: pd.DataFrame,
+    categorical: Sequence[str],
+    numeric: Sequence[str],
+    drift_share: float = DEFAULT_DRIFT_SHARE,
+):
+    """Drift of the window `current` against `reference`, and the Evidently snapshot for its report.
+
+    Both frames hold the feature columns plus `p_ksi` and `predicted_severity` (the reference's
+    own predictions by the same model). Evidently picks each column's test from the column type
+    and sample size: above 1,000 reference rows a distance (normed Wasserstein for numbers,
+    Jensen-Shannon for codes; drift when >= 0.1), below it a test's p-value (drift when < 0.05).
+    `drift_share` only sets the dataset-drift verdict shown in the report. A feature empty in either
+    frame cannot be tested; it is left out and named in `skipped_features`. Returns
+    `(DriftResult, snapshot)`.
+    """
+    # Evidently takes seconds to import; only this function needs it.
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import DriftedColumnsCount, ValueDrift
+
+    predictions = ["p_ksi", "predicted_severity"]
+    wanted = [*categorical, *numeric]
+    _check_columns(current, [*wanted, *predictions], "current window")
+    _check_columns(reference, [*wanted, *predictions], "reference")
+    skipped = tuple(c for c in wanted if current[c].isna().all() or reference[c].isna().all())
+    if skipped:
+        log.warning(
+            "These features are empty in the window or the reference and are not tested for drift: %s.",
+            ", ".join(skipped),
+        )
+    features = [c for c in wanted if c not in skipped]
+    if not features:
+        raise MonitoringError("no feature column has values in both the window and the reference")
+
+    definition = DataDefinition(
+        categorical_columns=[c for c in categorical if c in features] + ["predicted_severity"],
+        numerical_columns=[c for c in numeric if c in features] + ["p_ksi"],
+    )
+    columns = features + predictions
+    # The lean equivalent of DataDriftPreset: the same per-column tests, without the preset's
+    # second summary table, which computes and draws every column again (twice the time).
+    report = Report(
+        [DriftedColumnsCount(columns=features, drift_share=drift_share)]
+        + [ValueDrift(column=column) for column in columns],
+        include_tests=True,
+    )
+    snapshot = report.run(
+        Dataset.from_pandas(_plain_dtypes(current[columns]), data_definition=definition),
+        Dataset.from_pandas(_plain_dtypes(reference[columns]), data_definition=definition),
+    )
+    result = snapshot.dict()
+
+    count, scores, methods, column_of = None, {}, {}, {}
+    for metric in result["metrics"]:
+        config = metric["config"]
+        if config["type"].endswith(":DriftedColumnsCount"):
+            count = metric["value"]
+        elif config["type"].endswith(":ValueDrift"):
+            scores[config["column"]] = float(metric["value"])
+            methods[config["column"]] = config["method"]
+            column_of[metric["id"]] = config["column"]
+    drifted = {
+        column_of[test["metric_config"]["metric_id"]]: test["status"] == "FAIL"
+        for test in result["tests"]
+        if test["metric_config"]["metric_id"] in column_of
+    }
+    drift = DriftResult(
+        rows=len(current),
+        reference_rows=len(reference),
+        share_drifted_features=float(count["share"]),
+        drifted_features=int(count["count"]),
+        features=len(features),
+        feature_scores={c: scores[c] for c in features},
+        feature_drifted={c: drifted[c] for c in features},
+        feature_methods={c: methods[c] for c in features},
+        p_ksi_score=scores["p_ksi"],
+        p_ksi_drifted=drifted["p_ksi"],
+        p_ksi_method=methods["p_ksi"],
+        predicted_class_score=scores["predicted_severity"],
+        predicted_class_drifted=drifted["predicted_severity"],
+        predicted_shares=severity_shares(current["predicted_severity"]),
+        reference_predicted_shares=severity_shares(reference["predicted_severity"]),
+        skipped_features=skipped,
+    )
+    return drift, snapshot
+
+
+def classification_snapshot(scored: pd.DataFrame, alert_threshold: float):
+    """Evidently's classification report of a labelled window: KSI (`ksi`) against P(KSI) at the alert threshold.
+
+    The window is shown on its own: the model's reference sample is its training data, whose
+    in-sample quality would flatter the comparison (its test figure is on the dashboard instead).
+    """
+    from evidently import BinaryClassification, DataDefinition, Dataset, Report
+    from evidently.presets import ClassificationPreset
+
+    _check_columns(scored, ["ksi", "p_ksi"], "scored")
+    frame = pd.DataFrame({"ksi": scored["ksi"].astype(int), "p_ksi": scored["p_ksi"].astype(float)})
+    definition = DataDefinition(
+        classification=[
+            BinaryClassification(target="ksi", prediction_probas="p_ksi", pos_label=1)
+        ],
+        numerical_columns=["p_ksi"],
+        categorical_columns=["ksi"],
+    )
+    report = Report([ClassificationPreset(probas_threshold=float(alert_threshold))], include_tests=False)
+    return report.run(Dataset.from_pandas(frame, data_definition=definition), None)
+
+
+# -------------------------------------------------------------------------------------------- quality
+
+
+@dataclass(frozen=True)
+class QualityResult:
+    """Model quality of one window, from labels that had all arrived by `known_at`."""
+
+    known_at: date
+    labelled_rows: int
+    values: dict[str, float | None]  # lib.modeling.evaluation.test_metrics names; None where undefined
+    actual_shares: dict[str, float] = field(default_factory=dict)  # of each true severity (label drift)
+
+    def metrics(self) -> dict[str, float | None]:
+        """The `quality.*` scalars stored in `monitoring_metrics`."""
+        return {
+            "quality.labelled_rows": self.labelled_rows,
+            **{f"quality.{name}": value for name, value in self.values.items()},
+            **{f"{ACTUAL_SHARE_PREFIX}{name}": share for name, share in self.actual_shares.items()},
+        }
+
+
+def labels_known_at(window_end: date, label_delay_days: int) -> date:
+    """The simulated date from which every label of a window ending on `window_end` is known."""
+    return window_end + timedelta(days=label_delay_days)
+
+
+def _defined(value) -> float | None:
+    """A float, or None for a value that is missing or undefined (NaN)."""
+    if value is None:
+        return None
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def compute_quality(
+    scored: pd.DataFrame, window_start: date, window_end: date, as_of: date, label_delay_days: int
+) -> QualityResult | None:
+    """KSI and severity quality of the window, or None while some of its labels are still due.
+
+    `scored` holds prediction rows joined with the truth: `collision_date`, the class probabilities,
+    `p_ksi`, `ksi_alert`, `predicted_severity`, `collision_severity`. Only the window's rows are read,
+    and only once all their labels have arrived (`as_of` >= window end + delay), so no label due later
+    is used. The metrics are those of the test set (`lib.modeling.evaluation.test_metrics`, so monitored and
+    test scores compare like for like). A metric that a window cannot define (ROC-AUC with one class,
+    precision with no alert) is None.
+    """
+    known_at = labels_known_at(window_end, label_delay_days)
+    if as_of < known_at:
+        log.info(
+            "Quality of %s..%s waits for labels until %s (simulated today: %s).",
+            window_start,
+            window_end,
+            known_at,
+            as_of,
+        )
+        return None
+    required = ["collision_date", *PROBABILITY_COLUMNS, "p_ksi", "ksi_alert", "predicted_severity"]
+    _check_columns(scored, [*required, "collision_severity"], "scored")
+    dates = pd.to_datetime(scored["collision_date"])
+    rows = scored[(dates >= pd.Timestamp(window_start)) & (dates <= pd.Timestamp(window_end))]
+    if rows.empty:
+        return QualityResult(known_at, 0, {})
+
+    scores = ModelScores(
+        name="monitored",
+        ksi_score=rows["p_ksi"].astype(float).to_numpy(),
+        predicted=rows["predicted_severity"].astype(int).to_numpy(),
+        alert=rows["ksi_alert"].astype(bool).to_numpy(),
+        probabilities=rows[PROBABILITY_COLUMNS].astype(float).to_numpy(),
+    )
+    values = test_metrics(rows["collision_severity"].astype(int).to_numpy(), scores)
+    return QualityResult(
+        known_at,
+        len(rows),
+        {name: _defined(value) for name, value in values.items()},
+        severity_shares(rows["collision_severity"]),
+    )
+
+
+# ------------------------------------------------------------------------------------------- storage
+
+
+def load_predictions(conn, window_start: date, window_end: date, model_version: str) -> pd.DataFrame:
+    """The prediction rows of one model version for collisions dated in the window."""
+    rows = fetch_dicts(
+        conn,
+        WINDOW_PREDICTIONS_SQL,
+        {"model_version": model_version, "window_start": window_start, "window_end": window_end},
+    )
+    columns = [
+        "collision_index",
+        "collision_date",
+        *PROBABILITY_COLUMNS,
+        "p_ksi",
+        "predicted_severity",
+        "ksi_alert",
+        "alert_threshold",
+    ]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def window_model_versions(conn, window_start: date, window_end: date) -> list[str]:
+    """Model versions that scored collisions of the window, the one with most rows first."""
+    rows = fetch_dicts(conn, WINDOW_MODEL_VERSIONS_SQL, {"window_start": window_start, "window_end": window_end})
+    return [row["model_version"] for row in rows]
+
+
+def windows_awaiting_quality(
+    conn, as_of: date, label_delay_days: int, completed_since: date
+) -> list[tuple[date, date, str]]:
+    """(start, end, model version) of the monitored windows whose labels have all arrived by `as_of`
+    and whose quality is not stored yet or became known on or after `completed_since`, oldest first.
+
+    A monitoring run passes its window's first day as `completed_since`: it evaluates the windows
+    completed during its window, plus any backlog, and a rerun evaluates the same ones again.
+    """
+    params = {
+        "drift_metric": DRIFT_SHARE_METRIC,
+        "label_delay_days": label_delay_days,
+        "as_of": as_of,
+        "completed_since": completed_since,
+    }
+    return [
+        (row["window_start"], row["window_end"], row["model_version"])
+        for row in fetch_dicts(conn, QUALITY_DUE_SQL, params)
+    ]
+
+
+def join_truth(predictions: pd.DataFrame, curated: pd.DataFrame) -> pd.DataFrame:
+    """Prediction rows with their curated features and labels; every prediction must find its row."""
+    _check_columns(curated, ["collision_index"], "curated")
+    merged = predictions.merge(
+        curated.drop(columns=["date"], errors="ignore"),
+        on="collision_index",
+        how="left",
+        indicator=True,
+        validate="one_to_one",
+    )
+    orphans = merged.loc[merged["_merge"] == "left_only", "collision_index"]
+    if len(orphans):
+        raise MonitoringError(
+            f"{len(orphans)} scored collision(s) have no curated row, e.g. collision_index {orphans.iloc[0]!r}"
+        )
+    return merged.drop(columns="_merge")
+
+
+def store_metrics(
+    conn,
+    window_start: date,
+    window_end: date,
+    model_version: str,
+    family: str,
+    metrics: Mapping[str, float | None],
+    known_at: date,
+) -> int:
+    """Replace the window's `family.*` rows (drift or quality) with `metrics`; return the row count.
+
+    The delete and the insert share the caller's transaction, so a reader sees the old rows or
+    the new ones. The other family's rows of the window are left as they are.
+    """
+    outside = [name for name in metrics if not name.startswith(f"{family}.")]
+    if outside:
+        raise MonitoringError(f"metric name(s) {', '.join(outside)} do not belong to the {family!r} family")
+    rows = [
+        (window_start, window_end, model_version, name, _defined(value), known_at) for name, value in metrics.items()
+    ]
+    with conn.cursor() as cur:
+        cur.execute(
+            "DELETE FROM monitoring_metrics WHERE window_start = %s AND window_end = %s AND model_version = %s"
+            " AND metric LIKE %s",
+            (window_start, window_end, model_version, f"{family}.%"),
+        )
+        psycopg2.extras.execute_values(
+            cur,
+            "INSERT INTO monitoring_metrics (window_start, window_end, model_version, metric, value, known_at)"
+            " VALUES %s",
+            rows,
+        )
+    log.info("Stored %d %s metrics of %s..%s for model %s.", len(rows), family, window_start, window_end, model_version)
+    return len(rows)
+
+
+# ----------------------------------------------------------------------------------------- retraining
+
+
+@dataclass(frozen=True)
+class RetrainingPolicy:
+    """When monitored numbers call for a new model."""
+
+    quality_windows: int = 4  # labelled windows averaged
+    quality_fraction: float = 0.8  # of the champion's test KSI PR-AUC
+    drift_share_threshold: float = DEFAULT_DRIFT_SHARE  # share of drifted features in the latest window
+    min_drift_rows: int = DEFAULT_MIN_DRIFT_ROWS  # smaller windows: drift is reported, not acted on
+
+    def too_small_for_drift(self, rows: int | None) -> bool:
+        """A window of `rows` collisions is too small for its drift to count (None: size unknown, it counts)."""
+        return rows is not None and rows < self.min_drift_rows
+
+
+@dataclass(frozen=True)
+class RetrainingDecision:
+    """The decision and the numbers that made it."""
+
+    recommended: bool
+    reasons: tuple[str, ...]
+    model_version: str
+    as_of: date
+    recent_pr_aucs: tuple[float, ...]  # newest window first
+    mean_pr_auc: float | None
+    champion_pr_auc: float | None
+    quality_floor: float | None
+    drift_share: float | None
+    drift_rows: int | None  # collisions in the window whose drift share this is
+    policy: RetrainingPolicy = field(default_factory=RetrainingPolicy)
+
+    @property
+    def drift_too_small(self) -> bool:
+        """The latest window had too few collisions for its drift to count."""
+        return self.policy.too_small_for_drift(self.drift_rows)
+
+    def summary(self) -> str:
+        """The decision and the numbers that made it, in a sentence."""
+        if self.recommended:
+            return "Retraining recommended: " + "; ".join(self.reasons) + "."
+        if self.mean_pr_auc is None:
+            quality = "no labelled window to judge quality by yet"
+        elif self.quality_floor is None:
+            quality = f"the model's run has no test KSI PR-AUC to compare the mean {self.mean_pr_auc:.3f} with"
+        else:
+            quality = (
+                f"mean KSI PR-AUC {self.mean_pr_auc:.3f} over the last {len(self.recent_pr_aucs)} labelled "
+                f"window(s) is above the floor {self.quality_floor:.3f}"
+            )
+        if self.drift_share is None:
+            drift = "no window monitored for drift yet"
+        elif self.drift_too_small:
+            drift = (
+                f"the drift of the latest window ({self.drift_share:.0%} of the features) does not count: its "
+                f"{self.drift_rows} collisions are fewer than the {self.policy.min_drift_rows} below which chance "
+                "alone drifts many features (monitor longer windows: MONITOR_WINDOW_DAYS)"
+            )
+        else:
+            drift = (
+                f"{self.drift_share:.0%} of the features drifted in the latest window "
+                f"(threshold {self.policy.drift_share_threshold:.0%})"
+            )
+        return f"No retraining needed: {quality}, and {drift}."
+
+    @property
+    def event(self) -> str:
+        return "retraining_recommended" if self.recommended else "retraining_not_needed"
+
+    def details(self) -> dict:
+        details = asdict(self)
+        details["as_of"] = self.as_of.isoformat()
+        details["reasons"] = list(self.reasons)
+        details["recent_pr_aucs"] = list(self.recent_pr_aucs)
+        details["drift_too_small"] = self.drift_too_small
+        return details
+
+
+def decide_retraining(
+    model_version: str,
+    as_of: date,
+    recent_pr_aucs: Sequence[float],
+    drift_share: float | None,
+    *,
+    drift_rows: int | None,
+    champion_pr_auc: float | None,
+    policy: RetrainingPolicy = RetrainingPolicy(),
+) -> RetrainingDecision:
+    """Recommend retraining when recent labelled quality falls below the floor or drift is wide.
+
+    Quality counts only when there is at least one labelled window and a champion score to compare
+    with; drift only when a window has been monitored, and not when it held fewer than
+    `policy.min_drift_rows` collisions.
+    """
+    recent = tuple(float(v) for v in recent_pr_aucs[: policy.quality_windows])
+    mean_pr_auc = float(np.mean(recent)) if recent else None
+    floor = policy.quality_fraction * champion_pr_auc if champion_pr_auc is not None else None
+    reasons = []
+    if mean_pr_auc is not None and floor is not None and mean_pr_auc < floor:
+        reasons.append(
+            f"mean KSI PR-AUC {mean_pr_auc:.3f} over the last {len(recent)} labelled window(s) is below "
+            f"{policy.quality_fraction:g} x the champion's test score {champion_pr_auc:.3f} = {floor:.3f}"
+        )
+    counts = drift_share is not None and not policy.too_small_for_drift(drift_rows)
+    if counts and drift_share >= policy.drift_share_threshold:
+        reasons.append(
+            f"{drift_share:.0%} of the features drifted in the latest window "
+            f"(threshold {policy.drift_share_threshold:.0%})"
+        )
+    return RetrainingDecision(
+        recommended=bool(reasons),
+        reasons=tuple(reasons),
+        model_version=model_version,
+        as_of=as_of,
+        recent_pr_aucs=recent,
+        mean_pr_auc=mean_pr_auc,
+        champion_pr_auc=champion_pr_auc,
+        quality_floor=floor,
+        drift_share=drift_share,
+        drift_rows=drift_rows,
+        policy=policy,
+    )
+
+
+def decide_from_metrics(
+    conn,
+    model_version: str,
+    as_of: date,
+    champion_pr_auc: float | None,
+    policy: RetrainingPolicy = RetrainingPolicy(),
+) -> RetrainingDecision:
+    """The retraining decision from the metrics stored for the model, as known on `as_of`."""
+    quality = fetch_dicts(
+        conn,
+        RECENT_QUALITY_SQL,
+        {"model_version": model_version, "metric": PR_AUC_METRIC, "as_of": as_of, "limit": policy.quality_windows},
+    )
+    drift = fetch_dicts(conn, LATEST_DRIFT_SQL, {"model_version": model_version, "as_of": as_of})
+    latest = drift[0] if drift else {"share_drifted_features": None, "rows": None}
+    rows = int(latest["rows"]) if latest["rows"] is not None else None
+    return decide_retraining(
+        model_version,
+        as_of,
+        [row["value"] for row in quality],
+        latest["share_drifted_features"],
+        drift_rows=rows,
+        champion_pr_auc=champion_pr_auc,
+        policy=policy,
+    )
+
+
+def record_decision(conn, decision: RetrainingDecision, model_name: str) -> int:
+    """Write the decision to `model_events`, replacing an earlier decision for the same day; return its id."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "DELETE FROM model_events WHERE event IN ('retraining_recommended', 'retraining_not_needed')"
+            " AND model_name = %s AND model_version = %s AND simulated_date = %s",
+            (model_name, decision.model_version, decision.as_of),
+        )
+        cur.execute(
+            "INSERT INTO model_events (event, model_name, model_version, details, simulated_date)"
+            " VALUES (%s, %s, %s, %s, %s) RETURNING id",
+            (decision.event, model_name, decision.model_version, json.dumps(decision.details()), decision.as_of),
+        )
+        event_id = cur.fetchone()[0]
+    log.info("Model %s version %s on %s: %s", model_name, decision.model_version, decision.as_of, decision.summary())
+    return event_id

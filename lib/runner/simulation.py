@@ -1,0 +1,679 @@
+"""The simulated production loop: score each simulated day, monitor each window, retrain when told to.
+
+One tick of the runner brings the simulation as far as the warped clock allows, in this order:
+
+1. process the monitoring days up to the last scored day that are not processed yet, in date
+   order (04_monitor with `as_of` = that day). A monitoring day is either the last day of a
+   window of MONITOR_WINDOW_DAYS (the window's drift, the retraining decision) or the day on
+   which every label of a monitored window has arrived, LABEL_DELAY_DAYS after its end (the
+   window's quality, and the decision again, now with that quality);
+2. score the days that have ended and are not scored yet (03_infer), at most `max_chunk_days`
+   per run, so a runner that was down catches up in bounded steps;
+3. process the monitoring days that step 2 made possible, as in 1.
+
+Decisions are taken on simulated dates that do not depend on when the runner happened to run, so
+a runner that was down, or killed, ends with the same rows as one that never stopped.
+
+Exactly once: the notebooks replace what they wrote for their window, and progress
+(`simulation_state.last_inferred_date`, `last_monitored_end`, `monitored_through`) is recorded
+only after a notebook has succeeded, so a restart after `kill -9` redoes the unfinished step and
+nothing else. When monitoring recommends retraining (and no MODEL_VERSION is pinned, and the last
+retraining is `retrain_cooldown_days` or more in the past), 02_train runs with `labels_known_by`
+= that monitoring day and promotes only through its gate. The days after it that were already
+scored are then scored again by the champion of that time: one transaction records the
+`retrained` event, removes those predictions and moves `last_inferred_date` back.
+
+A failed step stops the tick (later steps depend on it); the runner retries on a later tick. A
+retraining that fails `MAX_RETRAIN_ATTEMPTS` times is given up: the current champion stays.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+
+import mlflow
+import psycopg2
+from mlflow.exceptions import MlflowException
+
+from lib.config import Settings
+from lib.data.ingest import CURATED
+from lib.data.lake import LakeError, open_lake
+from lib.errors import NeedsAction, needs_action_names
+from lib.modeling.inference import ModelNotFound
+from lib.modeling.model_run import TEST_RANGE_PARAM, range_end
+from lib.monitoring.monitor import DRIFT_SHARE_METRIC, PR_AUC_METRIC
+from lib.runner import notebooks
+from lib.runner.clock import SIMULATION_NAME, Timeline, load_timeline
+from lib.runner.retention import prune_run_archive
+from lib.store.db import DatabaseError, connect, fetch_dicts, session
+
+log = logging.getLogger(__name__)
+
+MAX_CHUNK_DAYS = 31  # days per 03_infer run while catching up
+# At most one retraining per this many simulated days: a rejected candidate would otherwise be
+# retrained at every window until the labels that could change it have arrived.
+RETRAIN_COOLDOWN_DAYS = 28
+# A retraining that keeps failing (e.g. too few labelled collisions) must not stall the simulation.
+MAX_RETRAIN_ATTEMPTS = 3
+DECISION_EVENTS = ("retraining_recommended", "retraining_not_needed")
+RETRAINED_EVENT = "retrained"
+
+
+class StepFailed(RuntimeError):
+    """A notebook of the tick did not succeed; the tick stops and the step is retried later."""
+
+    def __init__(self, message: str, result: notebooks.RunResult | None = None):
+        super().__init__(message)
+        self.result = result
+
+
+class SimulationError(RuntimeError, NeedsAction):
+    """The simulation cannot go on as configured (e.g. it starts outside the ingested data)."""
+
+
+# ----------------------------------------------------------------------------------------- planning
+
+
+def day_before(day: date) -> date:
+    return day - timedelta(days=1)
+
+
+def next_chunk(last_inferred: date, target: date, max_days: int = MAX_CHUNK_DAYS) -> tuple[date, date] | None:
+    """The next days to score, (first, last), or None when everything through `target` is scored."""
+    if last_inferred >= target:
+        return None
+    first = last_inferred + timedelta(days=1)
+    return first, min(target, first + timedelta(days=max_days - 1))
+
+
+def next_window(last_monitored_end: date, window_days: int) -> tuple[date, date]:
+    """The window after the last monitored one; windows follow each other from the start date."""
+    first = last_monitored_end + timedelta(days=1)
+    return first, first + timedelta(days=window_days - 1)
+
+
+@dataclass(frozen=True)
+class MonitoringPoint:
+    """A simulated day on which 04_monitor runs for `window` with `as_of` = that day.
+
+    Either the last day of a window not monitored yet (`new_window`: its drift, the quality of
+    every window whose labels have all arrived, the decision), or the day on which the labels of
+    an already monitored window have all arrived (its quality, and the decision again).
+    """
+
+    as_of: date
+    window: tuple[date, date]
+    new_window: bool
+
+
+def next_monitoring_point(
+    last_monitored_end: date,
+    monitored_through: date,
+    window_days: int,
+    label_delay_days: int,
+    monitored_windows: list[tuple[date, date]],
+) -> MonitoringPoint:
+    """The first monitoring day after `monitored_through`: a window end or a label arrival."""
+    window = next_window(last_monitored_end, window_days)
+    point = MonitoringPoint(window[1], window, True)
+    arrivals = [
+        (end + timedelta(days=label_delay_days), (start, end))
+        for start, end in monitored_windows
+        if end + timedelta(days=label_delay_days) > monitored_through
+    ]
+    if arrivals:
+        as_of, returning = min(arrivals)
+        if as_of < point.as_of:  # on a window's last day, its own run computes the arrived quality too
+            point = MonitoringPoint(as_of, returning, False)
+    return point
+
+
+def stop_date(start_date: date, days: int | None = None, until: date | None = None) -> date | None:
+    """The last simulated day to process: the earlier of `start_date + days - 1` and `until`."""
+    candidates = [until] if until else []
+    if days is not None:
+        candidates.append(start_date + timedelta(days=days - 1))
+    return min(candidates) if candidates else None
+
+
+@dataclass
+class Backoff:
+    """After the n-th failure in a row, skip 2**(n-1) ticks (at most `max_skip`)."""
+
+    max_skip: int = 64
+    failures: int = 0
+    skip_left: int = 0
+
+    def should_skip(self) -> bool:
+        if self.skip_left:
+            self.skip_left -= 1
+            return True
+        return False
+
+    def failed(self) -> int:
+        """Record a failure; return how many ticks will be skipped."""
+        self.failures += 1
+        self.skip_left = min(2 ** (self.failures - 1), self.max_skip)
+        return self.skip_left
+
+    def succeeded(self) -> None:
+        self.failures = self.skip_left = 0
+
+
+# ------------------------------------------------------------------------------------------- state
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far the simulation has come; days before `start_date` stand for "nothing yet"."""
+
+    timeline: Timeline
+    last_inferred: date
+    last_monitored_end: date  # the last day of the last window monitored
+    monitored_through: date  # the last monitoring day processed (window end or label arrival)
+
+
+def load_progress(conn) -> Progress:
+    timeline = load_timeline(conn)
+    if timeline is None:
+        raise SimulationError("the simulation has not started (simulation_state has no row)")
+    row = fetch_dicts(
+        conn,
+        "SELECT last_inferred_date, last_monitored_end, monitored_through FROM simulation_state WHERE name = %s",
+        (SIMULATION_NAME,),
+    )[0]
+    nothing = day_before(timeline.start_date)
+    last_monitored_end = row["last_monitored_end"] or nothing
+    return Progress(
+        timeline,
+        row["last_inferred_date"] or nothing,
+        last_monitored_end,
+        row["monitored_through"] or last_monitored_end,
+    )
+
+
+def _set_progress(conn, **columns: date) -> None:
+    assignments = ", ".join(f"{column} = %s" for column in columns)
+    with conn.cursor() as cur:
+        cur.execute(
+            f"UPDATE simulation_state SET {assignments}, updated_at = now() WHERE name = %s",
+            (*columns.values(), SIMULATION_NAME),
+        )
+
+
+# What a reset removes: (table, condition, parameters). Promotions (`promoted` / `not_promoted`)
+# stay: they describe the model registry, which a reset does not touch.
+SIMULATION_ROWS = (
+    ("predictions", "TRUE", ()),
+    ("monitoring_metrics", "TRUE", ()),
+    ("model_events", "event LIKE %s", ("retrain%",)),
+    ("simulation_state", "name = %s", (SIMULATION_NAME,)),
+)
+
+
+def simulation_rows(conn) -> dict[str, int]:
+    """The rows a reset removes, per table."""
+    counts = {}
+    with conn.cursor() as cur:
+        for table, condition, parameters in SIMULATION_ROWS:
+            cur.execute(f"SELECT count(*) FROM {table} WHERE {condition}", parameters)
+            counts[table] = cur.fetchone()[0]
+    return counts
+
+
+def reset(conn) -> dict[str, int]:
+    """Forget the simulation: its timeline, predictions, metrics and retraining events; return the rows removed."""
+    removed = {}
+    with conn.cursor() as cur:
+        for table, condition, parameters in SIMULATION_ROWS:
+            cur.execute(f"DELETE FROM {table} WHERE {condition}", parameters)
+            removed[table] = cur.rowcount
+    log.info(
+        "Reset the simulation: removed %s.", ", ".join(f"{count:,} {table} rows" for table, count in removed.items())
+    )
+    return removed
+
+
+# ---------------------------------------------------------------------------------------- the tick
+
+
+@dataclass
+class TickReport:
+    """What one tick did, for the console line and the tests."""
+
+    simulated_now: datetime | None = None
+    scored_days: tuple[date, date] | None = None
+    collisions: int = 0
+    alerts: int = 0
+    windows: list[tuple[date, date]] = field(default_factory=list)
+    drift_share: float | None = None
+    drift_too_small: bool = False  # too few collisions in the window for its drift to count
+    quality: list[tuple[date, float | None]] = field(default_factory=list)  # (window end, KSI PR-AUC)
+    retraining: list[str] = field(default_factory=list)
+    days_behind: int | None = None
+    duration_s: float = 0.0
+    failure: str | None = None
+    done: bool = False
+
+    def sentence(self) -> str:
+        when = f"Simulated {self.simulated_now:%Y-%m-%d %H:%M}" if self.simulated_now else "Tick"
+        parts = []
+        if self.scored_days:
+            first, last = self.scored_days
+            span = str(first) if first == last else f"{first}..{last}"
+            parts.append(f"scored {span}: {self.collisions:,} collisions, {self.alerts:,} KSI alerts")
+        if self.windows:
+            first, last = self.windows[0][0], self.windows[-1][1]
+            drift = ""
+            if self.drift_share is not None:
+                drift = f", {self.drift_share:.0%} of features drifted in the last"
+                drift += " (too few collisions for that to count)" if self.drift_too_small else ""
+            parts.append(f"monitored {len(self.windows)} window(s) {first}..{last}{drift}")
+        if self.quality:
+            window_end, pr_auc = self.quality[-1]
+            score = f"KSI PR-AUC {pr_auc:.3f}" if pr_auc is not None else "KSI PR-AUC undefined"
+            parts.append(
+                f"labels arrived for {len(self.quality)} window(s), up to the one ending {window_end}: {score}"
+            )
+        parts.extend(self.retraining)
+        if self.failure:
+            parts.append(self.failure)
+        if not parts:
+            parts.append("nothing to do")
+        if self.days_behind is not None:
+            plural = "s" if self.days_behind != 1 else ""
+            parts.append("up to date" if self.days_behind <= 0 else f"{self.days_behind} day{plural} behind")
+        return f"{when}: {'; '.join(parts)}; the tick took {self.duration_s:.1f} s."
+
+
+class Runner:
+    """Runs ticks of the simulation against the configured services.
+
+    `stop` is the last simulated day to process (None: run for ever). `train_parameters` are
+    passed to 02_train on retraining (tests use fewer bootstrap resamples). With `warm_kernel`
+    the notebooks share one kernel (see `lib.runner.notebooks.WarmKernel`); `close()` shuts it down.
+    `lock` is the one-runner lock when the caller took it already (scripts/simulate.py does, before
+    a reset); `close()` releases it.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        stop: date | None = None,
+        max_chunk_days: int = MAX_CHUNK_DAYS,
+        retrain_cooldown_days: int = RETRAIN_COOLDOWN_DAYS,
+        train_parameters: dict | None = None,
+        warm_kernel: bool = True,
+        lock: RunnerLock | None = None,
+    ):
+        self.settings = settings
+        self.stop = stop
+        self.max_chunk_days = max_chunk_days
+        self.retrain_cooldown_days = retrain_cooldown_days
+        self.train_parameters = dict(train_parameters or {})
+        self._data_years: tuple[int, int] | None = None
+        self._retrain_failures: dict[date, int] = {}
+        self.lock = lock or RunnerLock(settings.database_url)
+        # Notebook start-up (kernel, imports) costs more than a day's work: one kernel serves every run.
+        self.kernel = notebooks.WarmKernel() if warm_kernel else None
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _session(self):
+        return session(self.settings.database_url)
+
+    def data_end(self, timeline: Timeline) -> date:
+        """The last day of the ingested data; checks once that the simulation starts inside it."""
+        if self._data_years is None:
+            years = [p.year for p in open_lake(self.settings).partitions(CURATED)]
+            if not years:
+                raise SimulationError(
+                    f"the lake {self.settings.lake_uri} has no curated collisions: run 01_ingest first"
+                )
+            self._data_years = (min(years), max(years))
+        first, last = self._data_years
+        if not first <= timeline.start_date.year <= last:
+            raise SimulationError(
+                f"the simulation starts on {timeline.start_date} but the lake holds {first}-{last}: set "
+                f"SIMULATION_START_DATE inside those years and start over with --reset"
+            )
+        return date(last, 12, 31)
+
+    def _run(self, notebook: str, parameters: dict) -> notebooks.RunResult:
+        result = notebooks.execute(
+            notebook,
+            parameters,
+            reports_dir=self.settings.reports_dir,
+            database_url=self.settings.database_url,
+            timeout=self.settings.notebook_timeout,
+            progress=False,
+            kernel=self.kernel,
+        )
+        if not result.ok:
+            where = f" (see {result.output_html or result.output_ipynb})" if result.output_ipynb else ""
+            message = (f"{notebook} {result.status.replace('_', ' ')}: {result.error_name}: "
+                       f"{(result.error_value or '').strip()}{where}")
+            if result.error_name in needs_action_names():
+                raise SimulationError(f"{message}. Retrying cannot fix this, so the runner stops.")
+            raise StepFailed(message, result)
+        return result
+
+    @property
+    def pinned(self) -> bool:
+        return self.settings.model_version is not None
+
+    # -- steps -------------------------------------------------------------------------------
+
+    def _infer(self, first: date, last: date, report: TickReport) -> None:
+        self._run(
+            "03_infer",
+            {
+                "start_date": first.isoformat(),
+                "end_date": last.isoformat(),
+                "model_uri": self.settings.model_uri,
+            },
+        )
+        with self._session() as conn:
+            _set_progress(conn, last_inferred_date=last)
+            scored = fetch_dicts(
+                conn,
+                "SELECT count(*) AS collisions, count(*) FILTER (WHERE ksi_alert) AS alerts FROM predictions"
+                " WHERE collision_date BETWEEN %s AND %s",
+                (first, last),
+            )[0]
+        report.scored_days = (report.scored_days[0] if report.scored_days else first, last)
+        report.collisions += scored["collisions"]
+        report.alerts += scored["alerts"]
+
+    def _next_point(self, progress: Progress) -> MonitoringPoint:
+        delay = self.settings.label_delay_days
+        with self._session() as conn:
+            windows = fetch_dicts(
+                conn,
+                "SELECT DISTINCT window_start, window_end FROM monitoring_metrics WHERE metric = %s"
+                " AND window_end > %s",
+                (DRIFT_SHARE_METRIC, progress.monitored_through - timedelta(days=delay)),
+            )
+        return next_monitoring_point(
+            progress.last_monitored_end,
+            progress.monitored_through,
+            self.settings.monitor_window_days,
+            delay,
+            [(row["window_start"], row["window_end"]) for row in windows],
+        )
+
+    def _monitor_due(self, report: TickReport) -> None:
+        """Process every monitoring day up to the last scored day, in order; stop after a retraining."""
+        while True:
+            with self._session() as conn:
+                progress = load_progress(conn)
+            point = self._next_point(progress)
+            if point.as_of > progress.last_inferred:
+                return
+            if self._monitor(point, progress, report):
+                return
+
+    def _monitor(self, point: MonitoringPoint, progress: Progress, report: TickReport) -> bool:
+        """Run 04_monitor for one monitoring day (and retrain if told to); True when the simulation was rewound."""
+        (start, end), as_of = point.window, point.as_of
+        done = {"monitored_through": as_of, **({"last_monitored_end": end} if point.new_window else {})}
+        with self._session() as conn:
+            scored = fetch_dicts(
+                conn, "SELECT count(*) AS n FROM predictions WHERE collision_date BETWEEN %s AND %s", (start, end)
+            )[0]["n"]
+        if not scored:
+            log.info("No collision was scored in %s..%s: there is nothing to monitor in that window.", start, end)
+            with self._session() as conn:
+                _set_progress(conn, **done)
+            return False
+        self._run(
+            "04_monitor",
+            {
+                "window_start": start.isoformat(),
+                "window_end": end.isoformat(),
+                "as_of": as_of.isoformat(),
+            },
+        )
+        with self._session() as conn:
+            drift = fetch_dicts(
+                conn,
+                "SELECT value FROM monitoring_metrics WHERE window_start = %s AND window_end = %s AND metric = %s",
+                (start, end, DRIFT_SHARE_METRIC),
+            )
+            arrived = fetch_dicts(
+                conn,
+                "SELECT window_end, value FROM monitoring_metrics WHERE metric = %s AND known_at > %s"
+                " AND known_at <= %s ORDER BY window_end",
+                (PR_AUC_METRIC, progress.monitored_through, as_of),
+            )
+            decision = fetch_dicts(
+                conn,
+                "SELECT event, details FROM model_events WHERE model_name = %s AND simulated_date = %s"
+                " AND event IN %s ORDER BY id DESC LIMIT 1",
+                (self.settings.model_name, as_of, DECISION_EVENTS),
+            )
+        if point.new_window:
+            report.windows.append(point.window)
+            report.drift_share = drift[0]["value"] if drift else None
+            report.drift_too_small = bool(decision) and decision[0]["details"].get("drift_too_small", False)
+        report.quality.extend((row["window_end"], row["value"]) for row in arrived)
+        recommended = bool(decision) and decision[0]["event"] == "retraining_recommended"
+        if recommended and self._retrain(as_of, decision[0], done, report):
+            return True
+        with self._session() as conn:
+            _set_progress(conn, **done)
+        return False
+
+    def _why_not_retrain(self, as_of: date) -> str | None:
+        if self.pinned:
+            return "MODEL_VERSION pins the model"
+        if self._retrain_failures.get(as_of, 0) >= MAX_RETRAIN_ATTEMPTS:
+            return f"02_train failed {MAX_RETRAIN_ATTEMPTS} times for it, so the current champion stays"
+        with self._session() as conn:
+            last = fetch_dicts(
+                conn,
+                "SELECT max(simulated_date) AS day FROM model_events WHERE event = %s AND model_name = %s",
+                (RETRAINED_EVENT, self.settings.model_name),
+            )[0]["day"]
+        if last is not None and (as_of - last).days < self.retrain_cooldown_days:
+            return f"the model was retrained on {last} (at most once per {self.retrain_cooldown_days} days)"
+        return None
+
+    def _retrain(self, as_of: date, decision: dict, done: dict, report: TickReport) -> bool:
+        """Run 02_train on the labels known on `as_of`; True when it ran (and the simulation was rewound)."""
+        reasons = "; ".join(decision["details"].get("reasons", [])) or "no reason given"
+        why_not = self._why_not_retrain(as_of)
+        if why_not:
+            report.retraining.append(f"retraining recommended on {as_of} ({reasons}) but {why_not}")
+            return False
+
+        log.info("Retraining recommended on %s (%s): running 02_train on the labels known by then.", as_of, reasons)
+        before = champion_version(self.settings)
+        try:
+            result = self._run(
+                "02_train",
+                {
+                    **self.train_parameters,
+                    "labels_known_by": as_of.isoformat(),
+                    "promote": True,
+                },
+            )
+        except StepFailed:
+            self._retrain_failures[as_of] = self._retrain_failures.get(as_of, 0) + 1
+            raise
+        after = champion_version(self.settings)
+        details = {
+            "labels_known_by": as_of.isoformat(),
+            "reasons": decision["details"].get("reasons", []),
+            "notebook_run_id": result.run_id,
+            "champion_before": before,
+            "champion_after": after,
+        }
+        with self._session() as conn, conn.cursor() as cur:
+            cur.execute(
+                "INSERT INTO model_events (event, model_name, model_version, details, simulated_date)"
+                " VALUES (%s, %s, %s, %s, %s)",
+                (RETRAINED_EVENT, self.settings.model_name, after, json.dumps(details), as_of),
+            )
+            # The days after `as_of` are scored again by the champion of that time.
+            cur.execute("DELETE FROM predictions WHERE collision_date > %s", (as_of,))
+            rescored = cur.rowcount
+            _set_progress(conn, **done, last_inferred_date=as_of)
+        outcome = f"version {after} is the new champion" if after != before else f"champion version {before} stays"
+        report.retraining.append(
+            f"retrained on the labels known by {as_of}: {outcome}"
+            + (f"; {rescored:,} predictions after {as_of} are scored again" if rescored else "")
+        )
+        return True
+
+    # -- the tick ----------------------------------------------------------------------------
+
+    def final_day(self, timeline: Timeline) -> date:
+        """The last simulated day this runner processes: the stop day or the end of the data."""
+        return min(filter(None, [self.stop, self.data_end(timeline)]))
+
+    def tick(self, now: datetime | None = None) -> TickReport:
+        """Bring the simulation as far as the clock allows (one scoring chunk at most).
+
+        A failure is reported in `TickReport.failure`, not raised, so the caller carries on; only
+        a SimulationError (a configuration the simulation cannot run with) and interruptions raise.
+        """
+        began = time.monotonic()
+        report = TickReport()
+        try:
+            self.lock.hold()
+            with self._session() as conn:
+                timeline = load_progress(conn).timeline
+            now = now or datetime.now(UTC)
+            report.simulated_now = timeline.simulated_now(now)
+            target = min(timeline.completed_through(now), self.final_day(timeline))
+            self._monitor_due(report)
+            with self._session() as conn:
+                progress = load_progress(conn)
+            chunk = next_chunk(progress.last_inferred, target, self.max_chunk_days)
+            if chunk:
+                self._infer(*chunk, report)
+                self._monitor_due(report)
+            with self._session() as conn:
+                progress = load_progress(conn)
+            final = self.final_day(timeline)
+            due = min(timeline.completed_through(datetime.now(UTC)), final)
+            report.days_behind = (due - progress.last_inferred).days
+            report.done = progress.last_inferred >= final and self._next_point(progress).as_of > final
+            with self._session() as conn:
+                prune_run_archive(conn, self.settings.runs_keep_per_notebook)
+        except NeedsAction:
+            raise
+        except psycopg2.ProgrammingError as error:  # a table or column the statement expects is not there
+            raise SimulationError(
+                f"PostgreSQL at {self.settings.database_url.rsplit('@', 1)[-1]} refused a statement of the runner: "
+                f"{str(error).strip().splitlines()[0]}. The database's schema is not the one the migrations in "
+                "lib/migrations build; retrying cannot fix this, so the runner stops"
+            ) from error
+        except (StepFailed, DatabaseError, LakeError, psycopg2.Error, MlflowException) as error:
+            report.failure = str(error)
+        except Exception as error:  # an outage shows up as many exception types; the runner must survive it
+            log.exception("The tick failed unexpectedly.")
+            report.failure = f"{type(error).__name__}: {error}"
+        finally:
+            report.duration_s = time.monotonic() - began
+        return report
+
+    def caught_up(self, report: TickReport) -> bool:
+        return report.failure is None and (report.days_behind or 0) <= 0
+
+    def close(self) -> None:
+        if self.kernel is not None:
+            self.kernel.close()
+        self.lock.release()
+
+
+class RunnerLock:
+    """One runner per database: a session-level advisory lock on a connection of its own.
+
+    PostgreSQL releases it when the runner's process dies, so `kill -9` leaves no stale lock. When
+    the connection breaks (a database restart), `hold` takes the lock again.
+    """
+
+    KEY = 7_319_002  # the migrations use 7_319_001
+
+    def __init__(self, database_url: str):
+        self.database_url = database_url
+        self.conn = None
+
+    def hold(self) -> None:
+        if self.conn is not None and not self.conn.closed:
+            try:
+                with self.conn.cursor() as cur:
+                    cur.execute("SELECT 1")
+                return
+            except psycopg2.Error:
+                self.conn.close()
+        self.conn = connect(self.database_url)
+        self.conn.autocommit = True
+        with self.conn.cursor() as cur:
+            cur.execute("SELECT pg_try_advisory_lock(%s)", (self.KEY,))
+            held = cur.fetchone()[0]
+        if not held:
+            self.release()
+            raise SimulationError(
+                "another simulation runner is working on this database (it holds the runner lock); stop it first. "
+                "Nothing was changed"
+            )
+
+    def release(self) -> None:
+        if self.conn is not None and not self.conn.closed:
+            self.conn.close()
+        self.conn = None
+
+
+def _model_version(settings: Settings):
+    """The registry's version that `settings.model_uri` names now; MlflowException if it cannot say."""
+    client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
+    if settings.model_version:
+        return client.get_model_version(settings.model_name, settings.model_version)
+    return client.get_model_version_by_alias(settings.model_name, settings.model_alias)
+
+
+def champion_version(settings: Settings) -> str | None:
+    """The version that `settings.model_uri` names right now; None when the registry cannot say."""
+    try:
+        return str(_model_version(settings).version)
+    except MlflowException:
+        return None
+
+
+def describe_model(settings: Settings, start_date: date) -> tuple[str, bool]:
+    """A sentence about the model the simulation starts with, and whether it deserves a warning.
+
+    A model whose test period (from its MLflow run) reaches the simulation's start was trained or
+    evaluated on collisions it is about to score: its monitored quality would be too good. A
+    registry without the model raises ModelNotFound: every 03_infer would fail.
+    """
+    try:
+        version = _model_version(settings)
+        run = mlflow.MlflowClient(settings.mlflow_tracking_uri).get_run(version.run_id)
+    except MlflowException as error:
+        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise ModelNotFound(
+                f"looked up {settings.model_uri} in the MLflow registry at {settings.mlflow_tracking_uri}: "
+                f"{error.message}. Check MODEL_NAME, MODEL_ALIAS, MODEL_VERSION and MLFLOW_TRACKING_URI in .env; "
+                "`make training-workflow` trains, registers and promotes a model"
+            ) from None
+        return f"Could not look up {settings.model_uri} in MLflow ({error}); the ticks will retry.", True
+    last_tested = range_end(run.data.params, TEST_RANGE_PARAM)
+    summary = f"The simulation scores with {settings.model_uri}, now version {version.version}"
+    if last_tested is None:
+        return summary + " (its MLflow run does not say which days it was tested on).", False
+    if last_tested >= start_date:
+        return (
+            summary + f", whose training run used collisions up to {last_tested}, on or after the simulation "
+            f"start {start_date}: it has seen the days it will score. Train on earlier years (02_train with "
+            f"test_year before {start_date.year}) or pin an older MODEL_VERSION.",
+            True,
+        )
+    return summary + f", trained and tested on collisions up to {last_tested}.", False
