@@ -1,7 +1,11 @@
 # ---
 # jupyter:
+#   executor:
+#     after_run:
+#     - lib.modeling.training_run:attach_to_tagged_runs
 #   jupytext:
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: executor
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -60,7 +64,7 @@ seed = 42
 bootstrap_resamples = 1000
 reference_rows = 5000
 importance_rows = 2000
-notebook_run_id = ""  # set by lib.runner.notebooks.execute; tagged on the MLflow run, to attach the executed notebook
+notebook_run_id = ""  # set by lib.runner.executor.execute; tagged on the MLflow run, to attach the executed notebook
 
 # %%
 import logging

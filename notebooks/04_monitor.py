@@ -61,6 +61,7 @@ from lib.modeling.model_run import load_model_run
 from lib.monitoring import evidently_report, monitor
 from lib.monitoring.dashboard import CHAMPION_SERIES, latest_window_map, mlflow_run_url, write_dashboard
 from lib.store.db import session
+from lib.store.metrics import DRIFT, QUALITY
 
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 started = time.monotonic()
@@ -141,7 +142,7 @@ report = evidently_report.save_report(
     ),
 )
 with session(database_url) as conn:
-    monitor.store_metrics(conn, start, end, model_version, monitor.DRIFT, drift.metrics(), end)
+    monitor.store_metrics(conn, start, end, model_version, DRIFT, drift.metrics(), end)
 
 features = pd.DataFrame(
     {"score": drift.feature_scores, "drifted": drift.feature_drifted, "method": drift.feature_methods}
@@ -175,7 +176,7 @@ with session(database_url) as conn:
         )
         quality = monitor.compute_quality(scored, due_start, due_end, today, delay)
         monitor.store_metrics(
-            conn, due_start, due_end, due_version, monitor.QUALITY, quality.metrics(), quality.known_at
+            conn, due_start, due_end, due_version, QUALITY, quality.metrics(), quality.known_at
         )
         evidently_report.save_report(
             monitor.classification_snapshot(scored, scored["alert_threshold"].iloc[0]),

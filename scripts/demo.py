@@ -31,7 +31,7 @@ import time
 from lib.config import DATA_DIR, ROOT, ConfigError, configure
 from lib.modeling.training_run import experiments_url
 from lib.runner import scenario
-from lib.runner.notebooks import NotebookFailed
+from lib.runner.run_result import NotebookFailed
 from lib.services import ServiceError, Stack
 
 log = logging.getLogger("demo")

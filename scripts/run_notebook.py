@@ -20,13 +20,9 @@ import logging
 import sys
 
 from lib.config import ConfigError, configure
-from lib.runner.notebooks import (
-    NotebookError,
-    NotebookInterrupted,
-    execute,
-    handle_sigterm_as_interrupt,
-    parameters_from_text,
-)
+from lib.runner.executor import execute, handle_sigterm_as_interrupt
+from lib.runner.parameters import parameters_from_text
+from lib.runner.run_result import NotebookError, NotebookInterrupted
 from lib.store.db import DatabaseError
 
 EXIT_CODES = {"succeeded": 0, "failed": 1, "timed_out": 124}

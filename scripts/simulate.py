@@ -35,7 +35,8 @@ import schedule
 from lib.config import Settings, configure
 from lib.errors import NeedsAction
 from lib.runner import clock, simulation
-from lib.runner.notebooks import handle_sigterm_as_interrupt
+from lib.runner.executor import handle_sigterm_as_interrupt
+from lib.store import simulation_state
 from lib.store.db import DatabaseError, session
 
 log = logging.getLogger("simulate")
@@ -109,14 +110,14 @@ def configure_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", force=True)
     if not verbose:
         # One line per tick: the executor's per-run lines and the clients' chatter only when asked for.
-        for name in ("lib.runner.notebooks", "papermill", "mlflow", "urllib3", "alembic", "lib.data.lake"):
+        for name in ("lib.runner.executor", "papermill", "mlflow", "urllib3", "alembic", "lib.data.lake"):
             logging.getLogger(name).setLevel(logging.WARNING)
         logging.getLogger("traitlets").setLevel(logging.ERROR)  # nbconvert's notes on images without alt text
 
 
 def confirm_reset(settings: Settings, assume_yes: bool) -> bool:
     with session(settings.database_url) as conn:
-        rows = simulation.simulation_rows(conn)
+        rows = simulation_state.count_simulation_rows(conn)
         timeline = clock.load_timeline(conn)
     what = (
         f"the simulation's timeline{f' (started on {timeline.start_date})' if timeline else ''}, "

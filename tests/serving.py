@@ -26,7 +26,7 @@ import pytest
 from lib.config import ROOT, Settings
 from lib.data.ingest import ingest_year
 from lib.data.lake import Lake
-from lib.runner.notebooks import execute
+from lib.runner.executor import execute
 from tests.conftest import MIRROR
 
 MIRROR_YEARS = range(2014, 2019)

@@ -22,6 +22,7 @@ import pytest
 from lib.monitoring import evidently_report, monitor
 from lib.monitoring.dashboard import PANELS, write_dashboard
 from lib.store import db
+from lib.store.metrics import DRIFT, DRIFT_ROWS_METRIC, DRIFT_SHARE_METRIC, QUALITY
 
 CHROMIUM = shutil.which("chromium")
 pytestmark = pytest.mark.skipif(
@@ -103,12 +104,12 @@ def reports(fresh_database, tmp_path) -> Path:
         for week in range(2):
             start, end = FIRST + timedelta(days=7 * week), FIRST + timedelta(days=7 * week + 6)
             drift = {
-                monitor.DRIFT_SHARE_METRIC: 0.05 + 0.2 * week,
-                monitor.DRIFT_ROWS_METRIC: 280,
+                DRIFT_SHARE_METRIC: 0.05 + 0.2 * week,
+                DRIFT_ROWS_METRIC: 280,
                 "drift.feature_score.hour": 0.03,
                 "drift.feature_score.speed_limit": 0.2 * week,
             }
-            monitor.store_metrics(conn, start, end, "1", monitor.DRIFT, drift, end)
+            monitor.store_metrics(conn, start, end, "1", DRIFT, drift, end)
         first_week = scored[scored["collision_date"] <= FIRST + timedelta(days=6)]
         quality = monitor.compute_quality(
             first_week.assign(
@@ -124,7 +125,7 @@ def reports(fresh_database, tmp_path) -> Path:
             30,
         )
         monitor.store_metrics(
-            conn, FIRST, FIRST + timedelta(days=6), "1", monitor.QUALITY, quality.metrics(), quality.known_at
+            conn, FIRST, FIRST + timedelta(days=6), "1", QUALITY, quality.metrics(), quality.known_at
         )
         heading = evidently_report.ReportHeading(
             evidently_report.QUALITY,

@@ -11,6 +11,7 @@ import pytest
 
 from lib.config import ROOT
 from lib.runner import clock, simulation
+from lib.store import simulation_state
 from lib.store.db import fetch_dicts, session
 
 STARTED = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -110,11 +111,11 @@ def test_reset_forgets_the_simulation_but_not_the_promotions(fresh_database):
         clock.start_or_resume(conn, date(2018, 1, 1), 10, now=STARTED)
         _seed_simulation_rows(conn)
     with session(fresh_database) as conn:
-        before = simulation.simulation_rows(conn)
+        before = simulation_state.count_simulation_rows(conn)
         removed = simulation.reset(conn)
     assert before == removed == {"predictions": 1, "monitoring_metrics": 1, "model_events": 3, "simulation_state": 1}
     with session(fresh_database) as conn:
-        assert simulation.simulation_rows(conn) == dict.fromkeys(before, 0)
+        assert simulation_state.count_simulation_rows(conn) == dict.fromkeys(before, 0)
         assert [row["event"] for row in fetch_dicts(conn, "SELECT event FROM model_events")] == ["promoted"]
         assert clock.load_timeline(conn) is None
         restarted, started = clock.start_or_resume(conn, date(2019, 6, 1), 2, now=STARTED + timedelta(days=1))
@@ -139,5 +140,5 @@ def test_reset_without_a_terminal_needs_yes_and_deletes_nothing(fresh_database, 
     assert simulate_script.main(["--reset"]) == simulate_script.EXIT_BAD_INPUT
     assert "--yes" in capsys.readouterr().err
     with session(fresh_database) as conn:
-        assert simulation.simulation_rows(conn)["predictions"] == 1
+        assert simulation_state.count_simulation_rows(conn)["predictions"] == 1
         assert clock.load_timeline(conn) == TIMELINE

@@ -31,18 +31,11 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from lib.config import DEFAULTS_FILE, ROOT, Settings, load_settings, read_dotenv
-from lib.monitoring import dashboard
-from lib.monitoring.monitor import (
-    DRIFT,
-    DRIFT_SHARE_METRIC,
-    PR_AUC_METRIC,
-    QUALITY,
-    ROC_AUC_METRIC,
-    RetrainingPolicy,
-    store_metrics,
-)
+from lib.monitoring.monitor import RetrainingPolicy, store_metrics
 from lib.services import SUPERUSER, Stack, embedded_services
+from lib.store import dashboard_queries as dashboard
 from lib.store.db import session
+from lib.store.metrics import DRIFT, DRIFT_SHARE_METRIC, PR_AUC_METRIC, QUALITY, ROC_AUC_METRIC
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
@@ -590,7 +583,7 @@ def test_dashboard_uses_the_provisioned_datasource_and_the_plotly_dashboards_sql
         if isinstance(target, ast.Name) and target.id.endswith("_SQL")
     }
     absent = [name for name, sql in shared.items() if not any(squeeze(sql) in query for query in grafana_sql)]
-    assert shared and not absent, f"Grafana shows no panel built on lib/monitoring/dashboard.py {', '.join(absent)}"
+    assert shared and not absent, f"Grafana shows no panel built on lib/store/dashboard_queries.py {', '.join(absent)}"
 
 
 def test_drift_panel_draws_the_retraining_threshold():

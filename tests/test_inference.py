@@ -38,7 +38,7 @@ from lib.modeling.inference import (
     write_predictions,
 )
 from lib.modeling.model import OUTPUT_COLUMNS
-from lib.runner.notebooks import execute
+from lib.runner.executor import execute
 from lib.store import db
 from tests.serving import free_port, mirror_champion, model_server
 

@@ -16,7 +16,7 @@ from lib.data.ingest import CURATED, ingest_year
 from lib.data.lake import LakeError, open_lake
 from lib.data.stats19 import YearNotPublished
 from lib.data.validate import ValidationError
-from lib.runner.notebooks import execute
+from lib.runner.executor import execute
 
 # RECONSTRUCTION.md, beside the mirror: collisions and severity 1/2/3 per year.
 MIRROR_COUNTS = {2014: (751, 1, 54, 696), 2015: (642, 1, 45, 596), 2016: (669, 4, 55, 610),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 
-from lib.runner import notebooks
+from lib.runner import executor
 from lib.runner.leftovers import KERNEL_FOLDER_PREFIX, OWNER_FILE, this_process
 from lib.store.db import fetch_dicts, session
 
@@ -51,7 +51,7 @@ def test_the_next_run_marks_dead_processes_runs_interrupted_and_removes_their_ke
     elsewhere = running_row(settings, {**dead, "host": "another-host"})  # its pids mean nothing here
     orphan, owned = kernel_folder(dead), kernel_folder(this_process())
     try:
-        result = notebooks.execute(FIXTURES / "succeeds.py", reports_dir=tmp_path, progress=False)
+        result = executor.execute(FIXTURES / "succeeds.py", reports_dir=tmp_path, progress=False)
         assert result.ok
         with session(settings.database_url) as conn:
             rows = {row["run_id"]: row for row in fetch_dicts(

@@ -1,6 +1,6 @@
 """The severity model, its evaluation and its registration, on small synthetic data.
 
-The MLflow tests run notebooks/02_train.py headless (lib.runner.notebooks.execute) against the session's
+The MLflow tests run notebooks/02_train.py headless (lib.runner.executor.execute) against the session's
 private MLflow, PostgreSQL and S3, on synthetic curated years written to their own lake prefix.
 """
 
@@ -50,7 +50,7 @@ from lib.modeling.training_run import (
     experiments_url,
     run_name,
 )
-from lib.runner.notebooks import execute
+from lib.runner.executor import execute
 from lib.store import db
 
 YEARS = range(2014, 2019)

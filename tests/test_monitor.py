@@ -29,8 +29,9 @@ from lib.modeling import evaluation
 from lib.modeling import model as severity_model
 from lib.monitoring import evidently_report, html_packing, monitor
 from lib.monitoring.dashboard import mlflow_run_url, write_dashboard
-from lib.runner import notebooks
+from lib.runner import executor, run_result
 from lib.store import db
+from lib.store.metrics import DRIFT_ROWS_METRIC, DRIFT_SHARE_METRIC, PR_AUC_METRIC, ROC_AUC_METRIC
 
 WINDOW_START, WINDOW_END = date(2024, 3, 4), date(2024, 3, 10)
 DELAY = 30
@@ -362,7 +363,7 @@ def test_only_windows_whose_labels_have_all_arrived_get_quality_rows(database_ur
     as_of = date(2024, 3, 10)  # the labels of the window ending 4 February arrive on 5 March; the next on 12 March
     with db.session(database_url) as conn:
         for start, end in windows:
-            monitor.store_metrics(conn, start, end, version, "drift", {monitor.DRIFT_SHARE_METRIC: 0.1}, end)
+            monitor.store_metrics(conn, start, end, version, "drift", {DRIFT_SHARE_METRIC: 0.1}, end)
         this_week = as_of - timedelta(days=6)
         due = monitor.windows_awaiting_quality(conn, as_of, DELAY, completed_since=this_week)
         assert [end for _, end, _ in due] == [end for _, end in windows[:5]]
@@ -466,8 +467,8 @@ def test_dashboard_shows_the_series_from_the_tables(database_url, tmp_path):
         # The first week's 28 collisions are too few for its drift to count; the second week's 400 are not.
         for first, last, version, share, collisions in ((0, 6, "1", 0.75, 28), (7, 13, "2", 0.1, 400)):
             drift = {
-                monitor.DRIFT_SHARE_METRIC: share,
-                monitor.DRIFT_ROWS_METRIC: collisions,
+                DRIFT_SHARE_METRIC: share,
+                DRIFT_ROWS_METRIC: collisions,
                 "drift.p_ksi_score": share / 2,
                 "drift.p_ksi_drifted": float(share > 0.5),
                 "drift.predicted_share.fatal": 0.01,
@@ -485,8 +486,8 @@ def test_dashboard_shows_the_series_from_the_tables(database_url, tmp_path):
             "1",
             "quality",
             {
-                monitor.PR_AUC_METRIC: 0.41,
-                monitor.ROC_AUC_METRIC: 0.77,
+                PR_AUC_METRIC: 0.41,
+                ROC_AUC_METRIC: 0.77,
                 "quality.ksi_brier": 0.16,
                 "quality.recall_serious": 0.55,
                 "quality.actual_share.fatal": 0.02,
@@ -657,9 +658,9 @@ def test_04_monitor_stores_drift_now_quality_later_and_the_decision_once(monitor
     own = replace(settings, lake_uri=monitored_stack["lake_uri"], model_name=monitored_stack["model_name"],
                   database_url=monitored_stack["database_url"], reports_dir=tmp_path, label_delay_days=30)
 
-    def run(window_start: str, window_end: str) -> notebooks.RunResult:
+    def run(window_start: str, window_end: str) -> run_result.RunResult:
         parameters = {"window_start": window_start, "window_end": window_end}
-        return notebooks.execute("04_monitor", parameters, settings=own, progress=False).raise_for_status()
+        return executor.execute("04_monitor", parameters, settings=own, progress=False).raise_for_status()
 
     def metrics() -> list[dict]:
         with db.session(monitored_stack["database_url"]) as conn:

@@ -18,8 +18,9 @@ import nbformat
 import pytest
 
 from lib.config import ROOT
-from lib.runner import notebooks
-from lib.runner.notebooks import NotebookFailed, NotebookInterrupted, ParameterError
+from lib.runner import executor, kernels, notebook_html, parameters
+from lib.runner.parameters import ParameterError
+from lib.runner.run_result import NotebookFailed, NotebookInterrupted
 from lib.store.db import fetch_dicts, session
 
 FIXTURES = Path(__file__).parent / "fixtures" / "notebooks"
@@ -84,15 +85,15 @@ def _wait_gone(pid: int, seconds: float) -> bool:
 
 def test_notebooks_resolve_by_name_file_name_or_path():
     expected = (FIXTURES / "succeeds.py").resolve()
-    assert notebooks.resolve_notebook("succeeds", FIXTURES) == expected
-    assert notebooks.resolve_notebook("succeeds.py", FIXTURES) == expected
-    assert notebooks.resolve_notebook(str(FIXTURES / "succeeds.py")) == expected
-    with pytest.raises(notebooks.NotebookNotFound, match="'nope'.*known: complex_parameters, fails"):
-        notebooks.resolve_notebook("nope", FIXTURES)
+    assert parameters.resolve_notebook("succeeds", FIXTURES) == expected
+    assert parameters.resolve_notebook("succeeds.py", FIXTURES) == expected
+    assert parameters.resolve_notebook(str(FIXTURES / "succeeds.py")) == expected
+    with pytest.raises(parameters.NotebookNotFound, match="'nope'.*known: complex_parameters, fails"):
+        parameters.resolve_notebook("nope", FIXTURES)
 
 
 def test_parameters_of_reads_the_literal_defaults():
-    assert notebooks.parameters_of(FIXTURES / "complex_parameters.py") == {
+    assert parameters.parameters_of(FIXTURES / "complex_parameters.py") == {
         "years": [2014, 2015],
         "options": {"window_days": 7, "alert": "ksi"},
         "threshold": 0.5,
@@ -101,11 +102,11 @@ def test_parameters_of_reads_the_literal_defaults():
         "model_version": None,
         "start_date": "2024-01-01",
     }
-    assert notebooks.parameters_of(FIXTURES / "no_parameters.py") == {}
+    assert parameters.parameters_of(FIXTURES / "no_parameters.py") == {}
 
 
 def test_command_line_values_take_the_type_of_their_default():
-    typed = notebooks.parameters_from_text(
+    typed = parameters.parameters_from_text(
         FIXTURES / "complex_parameters.py",
         [
             ("years", "2016, 2017"),
@@ -127,7 +128,7 @@ def test_command_line_values_take_the_type_of_their_default():
         "start_date": "2019",  # a string default keeps digits as text, unlike papermill's own -p
     }
     assert isinstance(typed["threshold"], float)
-    assert notebooks.parameters_from_text(FIXTURES / "complex_parameters.py", [("years", "[2018]")]) == {
+    assert parameters.parameters_from_text(FIXTURES / "complex_parameters.py", [("years", "[2018]")]) == {
         "years": [2018]
     }
 
@@ -138,7 +139,7 @@ def test_command_line_values_take_the_type_of_their_default():
 )
 def test_a_value_that_does_not_fit_its_default_is_refused(name, value):
     with pytest.raises(ParameterError) as error:
-        notebooks.parameters_from_text(FIXTURES / "complex_parameters.py", [(name, value)])
+        parameters.parameters_from_text(FIXTURES / "complex_parameters.py", [(name, value)])
     message = str(error.value)
     assert "complex_parameters.py" in message and repr(name) in message and repr(value) in message
     assert "its parameters are: years=[2014, 2015]" in message
@@ -146,12 +147,12 @@ def test_a_value_that_does_not_fit_its_default_is_refused(name, value):
 
 def test_python_values_of_the_wrong_type_are_refused_before_anything_runs(reports):
     with pytest.raises(ParameterError, match="'count' expects int .* got str '3'"):
-        notebooks.execute(FIXTURES / "complex_parameters.py", {"count": "3"}, reports_dir=reports, record=False)
+        executor.execute(FIXTURES / "complex_parameters.py", {"count": "3"}, reports_dir=reports, record=False)
     assert not reports.exists()
 
 
 def test_a_successful_run_is_archived_and_recorded(settings, reports):
-    result = notebooks.execute(FIXTURES / "succeeds.py", {"greeting": "bonjour"}, reports_dir=reports, progress=False)
+    result = executor.execute(FIXTURES / "succeeds.py", {"greeting": "bonjour"}, reports_dir=reports, progress=False)
 
     assert result.ok and result.describe().startswith("succeeds succeeded")
     assert result.output_ipynb.parent == (reports / "runs" / "succeeds").resolve()
@@ -203,12 +204,26 @@ def test_a_failing_cell_exits_non_zero_names_the_cell_and_keeps_the_output(setti
 
 def test_a_notebook_without_parameters_cell_runs_but_refuses_parameters(settings, reports):
     with pytest.raises(ParameterError, match="no_parameters.py has no cell tagged 'parameters'.*got colour"):
-        notebooks.execute(FIXTURES / "no_parameters.py", {"colour": "red"}, reports_dir=reports)
+        executor.execute(FIXTURES / "no_parameters.py", {"colour": "red"}, reports_dir=reports)
     assert not reports.exists()
 
-    result = notebooks.execute(FIXTURES / "no_parameters.py", reports_dir=reports, progress=False)
+    result = executor.execute(FIXTURES / "no_parameters.py", reports_dir=reports, progress=False)
     assert result.ok and "ran without parameters" in _stdout_of(result.output_ipynb)
     assert _runs(settings, run_id=result.run_id)[0]["parameters"] == {}
+
+
+def test_an_after_run_hook_that_fails_is_a_warning_naming_it_not_a_failed_run(settings, reports, tmp_path):
+    source = (FIXTURES / "no_parameters.py").read_text()
+    notebook = tmp_path / "broken_hook.py"
+    notebook.write_text("# ---\n# jupyter:\n#   executor:\n#     after_run:\n#     - lib.runner.executor:no_such_hook\n"
+                        "# ---\n\n" + source)
+
+    result = executor.execute(notebook, reports_dir=reports, progress=False)
+
+    assert result.ok
+    [warning] = result.warnings
+    assert warning.startswith("the after-run hook lib.runner.executor:no_such_hook failed: AttributeError")
+    assert _runs(settings, run_id=result.run_id)[0]["warnings"] == [warning]
 
 
 @pytest.mark.parametrize(
@@ -238,7 +253,7 @@ def test_an_unknown_notebook_stops_the_command_with_the_known_names(capsys):
 
 
 def test_a_hanging_cell_is_stopped_at_the_timeout(settings, reports):
-    result = notebooks.execute(FIXTURES / "hangs.py", reports_dir=reports, timeout=3, progress=False)
+    result = executor.execute(FIXTURES / "hangs.py", reports_dir=reports, timeout=3, progress=False)
 
     assert result.status == "timed_out" and 3 <= result.duration_s < 20
     assert result.failed_cell == 1 and result.error_name == "CellTimeoutError"
@@ -284,7 +299,7 @@ def test_ctrl_c_interrupts_the_command_and_the_run_is_recorded(settings, reports
 
 def test_sigterm_interrupts_an_in_process_run_and_stops_its_kernel(settings, reports, tmp_path):
     ready = tmp_path / "kernel.pid"
-    notebooks.handle_sigterm_as_interrupt()
+    executor.handle_sigterm_as_interrupt()
 
     def terminate_once_running():
         _wait_for(ready)
@@ -292,7 +307,7 @@ def test_sigterm_interrupts_an_in_process_run_and_stops_its_kernel(settings, rep
 
     threading.Thread(target=terminate_once_running, daemon=True).start()
     with pytest.raises(NotebookInterrupted) as interrupted:
-        notebooks.execute(
+        executor.execute(
             FIXTURES / "waits_for_interrupt.py",
             {"ready_file": str(ready)},
             reports_dir=reports,
@@ -317,14 +332,14 @@ def test_html_copies_are_written_without_network(tmp_path, monkeypatch):
         raise OSError("network access during HTML export")
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
-    notebooks._html_exporter.cache_clear()  # build the exporter (templates, CSS) while offline too
-    html = notebooks.write_html(ipynb).read_text()
+    notebook_html._html_exporter.cache_clear()  # build the exporter (templates, CSS) while offline too
+    html = notebook_html.write_html(ipynb).read_text()
     assert "Fixture: a notebook that succeeds" in html and "<style" in html
 
 
 def test_html_copies_open_on_a_summary_of_the_run_and_share_one_stylesheet(settings, reports):
     first, second = (
-        notebooks.execute(FIXTURES / "succeeds.py", {"greeting": g}, reports_dir=reports, record=False, progress=False)
+        executor.execute(FIXTURES / "succeeds.py", {"greeting": g}, reports_dir=reports, record=False, progress=False)
         for g in ("hej", "salut")
     )
     page = first.output_html.read_text()
@@ -346,10 +361,10 @@ def _printed_value(ipynb: Path, label: str) -> str:
 
 def test_a_warm_kernel_keeps_modules_but_not_variables_and_is_replaced_after_a_timeout(reports):
     fixture = FIXTURES / "reports_its_kernel.py"
-    with notebooks.WarmKernel() as kernel:
+    with kernels.WarmKernel() as kernel:
 
         def run(notebook=fixture, **kwargs):
-            return notebooks.execute(
+            return executor.execute(
                 notebook, reports_dir=reports, record=False, progress=False, kernel=kernel, **kwargs
             )
 

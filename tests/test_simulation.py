@@ -31,6 +31,7 @@ from lib.data.ingest import CURATED
 from lib.data.lake import Lake
 from lib.runner import clock, scenario, simulation
 from lib.services import Stack, private_variables
+from lib.store import simulation_state
 from lib.store.db import fetch_dicts, session
 
 pytestmark = pytest.mark.slow
@@ -47,14 +48,14 @@ SIMULATE = ROOT / "scripts" / "simulate.py"
 # runner records its progress: the moment where a lost or doubled day would show.
 KILL_AFTER_DRIVER = """
 import os, runpy, signal, sys
-from lib.runner import notebooks
-execute = notebooks.execute
+from lib.runner import executor
+execute = executor.execute
 def execute_then_die(notebook, *args, **kwargs):
     result = execute(notebook, *args, **kwargs)
     if notebook == os.environ["KILL_AFTER"]:
         os.kill(os.getpid(), signal.SIGKILL)
     return result
-notebooks.execute = execute_then_die
+executor.execute = execute_then_die
 sys.argv = [{simulate!r}, *sys.argv[1:]]
 runpy.run_path({simulate!r}, run_name="__main__")
 """
@@ -371,7 +372,7 @@ def test_a_reset_while_a_runner_works_is_refused_and_deletes_nothing(world, undi
 
     def counts() -> dict[str, int]:
         with session(fresh_database) as conn:
-            return simulation.simulation_rows(conn)
+            return simulation_state.count_simulation_rows(conn)
 
     wait_until(lambda: counts()["predictions"] > 0, "the runner has scored its first days", runner)
     before = counts()

@@ -16,7 +16,7 @@ from lib.data.features import TARGET_COLUMNS
 from lib.data.ingest import CURATED
 from lib.data.lake import open_lake
 from lib.modeling.model import BASELINES, OUTPUT_COLUMNS
-from lib.runner.notebooks import execute
+from lib.runner.executor import execute
 
 pytestmark = pytest.mark.slow
 

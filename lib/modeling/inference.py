@@ -33,7 +33,6 @@ from urllib.parse import urlparse
 import mlflow
 import numpy as np
 import pandas as pd
-import psycopg2.extras
 import requests
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
@@ -44,6 +43,7 @@ from lib.data.ingest import CURATED
 from lib.data.lake import Lake
 from lib.errors import NeedsAction
 from lib.modeling.model import ALERT_THRESHOLD_PARAM, OUTPUT_COLUMNS, PROBABILITY_COLUMNS
+from lib.store import predictions as stored_predictions
 from lib.store.db import session
 
 log = logging.getLogger(__name__)
@@ -51,16 +51,6 @@ log = logging.getLogger(__name__)
 MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))/?")
 TRANSIENT_STATUS = (502, 503, 504)
 
-PREDICTION_COLUMNS = [
-    "collision_index", "model_version", "collision_date", "window_start", "window_end", *OUTPUT_COLUMNS,
-    "alert_threshold", "latitude", "longitude",
-]  # fmt: skip
-INSERT_SQL = (
-    f"INSERT INTO predictions ({', '.join(PREDICTION_COLUMNS)}) VALUES %s"
-    " ON CONFLICT (collision_index, model_version) DO UPDATE SET "
-    + ", ".join(f"{c} = EXCLUDED.{c}" for c in [*PREDICTION_COLUMNS[2:], "scored_at"])
-)
-DELETE_SQL = "DELETE FROM predictions WHERE model_version = %s AND collision_date BETWEEN %s AND %s"
 
 
 class InferenceError(RuntimeError):
@@ -372,10 +362,8 @@ def write_predictions(database_url: str, window: Window, model: ModelRef, collis
             [model.alert_threshold] * len(out), *(_or_none(collisions[c]) for c in ("latitude", "longitude")),
             strict=True,
         ))  # fmt: skip
-    with session(database_url) as conn, conn.cursor() as cur:
-        cur.execute(DELETE_SQL, (model.version, window.start, window.end))
-        replaced = cur.rowcount
-        psycopg2.extras.execute_values(cur, INSERT_SQL, rows, page_size=1000)
+    with session(database_url) as conn:
+        replaced = stored_predictions.replace_window(conn, model.version, window.start, window.end, rows)
     log.info("Stored %s predictions of %s version %s for window %s (%s earlier rows replaced).",
              f"{len(rows):,}", model.name, model.version, window, f"{replaced:,}")
     return len(rows)

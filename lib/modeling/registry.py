@@ -20,12 +20,12 @@ from datetime import date
 
 import mlflow
 import pandas as pd
-import psycopg2.extras
 from mlflow.exceptions import MlflowException
 
 from lib.modeling.evaluation import ModelScores, test_metrics
 from lib.modeling.model import PROBABILITY_COLUMNS, severity_of
 from lib.modeling.model_run import VALIDATION_RANGE_PARAM, range_end
+from lib.store import events
 from lib.store.db import session
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class PromotionDecision:
 
     @property
     def event(self) -> str:
-        return "promoted" if self.promoted else "not_promoted"
+        return events.PROMOTED if self.promoted else events.NOT_PROMOTED
 
     @property
     def alias(self) -> str:
@@ -184,18 +184,8 @@ def record_decision(decision: PromotionDecision, database_url: str, simulated_da
     for key, value in (("promotion.score", decision.score), ("promotion.champion_score", decision.champion_score)):
         if value is not None and not math.isnan(value):
             client.log_metric(decision.run_id, key, value)
-    with session(database_url) as conn, conn.cursor() as cur:
-        cur.execute(
-            "INSERT INTO model_events (event, model_name, model_version, details, simulated_date)"
-            " VALUES (%s, %s, %s, %s, %s)",
-            (
-                decision.event,
-                decision.model_name,
-                decision.version,
-                psycopg2.extras.Json(decision.details()),
-                simulated_date,
-            ),
-        )
+    with session(database_url) as conn:
+        events.record(conn, decision.event, decision.model_name, decision.version, decision.details(), simulated_date)
     log.info("%s: version %s is now %s. %s", decision.model_name, decision.version, decision.alias, decision.reason)
 
 

@@ -98,3 +98,21 @@ def describe(run_id: str, text: str, model_name: str | None = None, version: str
     client.set_tag(run_id, DESCRIPTION_TAG, text)
     if model_name and version:
         client.update_model_version(model_name, version, description=text)
+
+
+def attach_to_tagged_runs(result, settings) -> str | None:
+    """After-run hook of 02_train (lib.runner.executor.after_run_hooks): attach the executed notebook and
+    its HTML copy to every MLflow run the notebook tagged with its run id. Returns a warning when that
+    did not happen (None when it did, or when a failed run made no MLflow run)."""
+    from lib.modeling.model import attach_executed_notebook
+
+    tracking_uri = settings.mlflow_tracking_uri
+    try:
+        attached = attach_executed_notebook(tracking_uri, result.run_id, result.output_ipynb, result.output_html)
+    except Exception as error:  # the run's outcome matters more than this copy of its log
+        return (f"the executed notebook was not attached to its MLflow run at {tracking_uri}: "
+                f"{type(error).__name__}: {error}")
+    if not attached and result.ok:
+        return (f"no MLflow run at {tracking_uri} is tagged notebook_run_id={result.run_id}, so the executed "
+                "notebook was attached to none")
+    return None

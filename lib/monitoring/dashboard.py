@@ -6,9 +6,8 @@ runner keeping up); below them every stored metric over time on one date axis, w
 promotions and retraining marked on each panel; a map of the latest window's collisions; and links to
 each window's Evidently reports, the run index and the champion's MLflow run.
 
-The page is rebuilt from PostgreSQL each time, so it always shows what the tables hold. The SQL
-lives in named constants without parameters, written for Grafana too: the time column is called
-`time`, and a Grafana panel can wrap a query as `SELECT * FROM (<query>) q WHERE $__timeFilter(time)`.
+The page is rebuilt from PostgreSQL each time, so it always shows what the tables hold; its queries,
+shared with Grafana, are in lib/store/dashboard_queries.py.
 """
 
 from __future__ import annotations
@@ -29,109 +28,18 @@ from plotly.subplots import make_subplots
 
 from lib.monitoring import html_packing
 from lib.monitoring.evidently_report import report_path
-from lib.monitoring.monitor import (
+from lib.monitoring.monitor import RetrainingPolicy
+from lib.store import dashboard_queries as queries
+from lib.store.metrics import (
     ACTUAL_SHARE_PREFIX,
     DRIFT,
-    DRIFT_WINDOWS_SQL,
-    FEATURE_SCORE_PREFIX,
-    LATEST_WINDOW_SQL,
     PR_AUC_METRIC,
     PREDICTED_SHARE_PREFIX,
     QUALITY,
     ROC_AUC_METRIC,
-    RetrainingPolicy,
 )
-from lib.store.db import fetch_dicts
 
 log = logging.getLogger(__name__)
-
-SCORED_PER_DAY_SQL = """
-SELECT collision_date AS time,
-       count(*) AS scored,
-       avg(p_ksi) AS mean_p_ksi,
-       avg(ksi_alert::int)::double precision AS alert_rate
-FROM predictions
-GROUP BY collision_date
-ORDER BY collision_date
-"""
-
-# The first scored day of each model version: where the model serving the collisions changed.
-MODEL_VERSION_STARTS_SQL = """
-SELECT min(collision_date) AS time, model_version
-FROM predictions
-GROUP BY model_version
-ORDER BY min(collision_date), model_version
-"""
-
-DRIFT_SHARE_SQL = f"""
-SELECT window_end AS time, window_start, model_version, share_drifted_features, rows
-FROM ({DRIFT_WINDOWS_SQL}) d
-ORDER BY window_end, model_version
-"""
-
-# Every per-window scalar but the per-feature ones, long format. Quality rows exist only once a
-# window's labels have all arrived (known_at).
-WINDOW_METRICS_SQL = """
-SELECT window_end AS time, window_start, model_version, known_at, metric, value
-FROM monitoring_metrics
-WHERE NOT starts_with(metric, 'drift.feature')
-ORDER BY window_end, model_version, metric
-"""
-
-# Each feature's drift score per window: the window x feature heatmap.
-FEATURE_DRIFT_SQL = f"""
-SELECT window_end AS time, model_version, substr(metric, length('{FEATURE_SCORE_PREFIX}') + 1) AS feature,
-       value AS score
-FROM monitoring_metrics
-WHERE starts_with(metric, '{FEATURE_SCORE_PREFIX}')
-ORDER BY window_end, model_version, feature
-"""
-
-# Promotions and retraining on the simulated timeline (the baseline promotion has no simulated date).
-MODEL_EVENTS_SQL = """
-SELECT simulated_date AS time, event, model_version, details
-FROM model_events
-WHERE event IN ('promoted', 'retrained') AND simulated_date IS NOT NULL
-ORDER BY simulated_date, created_at
-"""
-
-# The latest retraining decision of the monitoring (lib.monitoring.monitor.record_decision).
-LATEST_DECISION_SQL = """
-SELECT simulated_date AS time, event, model_version, details
-FROM model_events
-WHERE event IN ('retraining_recommended', 'retraining_not_needed')
-ORDER BY simulated_date DESC, created_at DESC
-LIMIT 1
-"""
-
-# How far the runner has scored, and how many simulated days have ended that it has not scored yet
-# (lib.runner.clock: a day has ended once `seconds_per_day` real seconds per day have passed since the start).
-RUNNER_SQL = """
-SELECT updated_at AS time, start_date, last_inferred_date, last_monitored_end,
-       start_date + floor(extract(epoch FROM now() - started_at) / seconds_per_day)::int - 1 AS due_through,
-       (start_date + floor(extract(epoch FROM now() - started_at) / seconds_per_day)::int - 1)
-         - coalesce(last_inferred_date, start_date - 1) AS days_behind
-FROM simulation_state
-WHERE name = 'default'
-"""
-
-# The collisions of the latest window monitored for drift, scored by the version monitored: the map.
-LATEST_WINDOW_MAP_SQL = f"""
-SELECT p.collision_index, p.latitude, p.longitude, p.p_ksi, p.ksi_alert, w.window_start, w.window_end
-FROM ({LATEST_WINDOW_SQL}) w
-JOIN predictions p ON p.model_version = w.model_version AND p.collision_date BETWEEN w.window_start AND w.window_end
-WHERE p.latitude IS NOT NULL AND p.longitude IS NOT NULL
-"""
-
-# The champion's score on its test rows, as the promotion decision recorded it (lib.modeling.registry).
-CHAMPION_SCORE_SQL = """
-SELECT created_at AS time, model_version, details->>'primary_metric' AS metric,
-       (details->>'score')::double precision AS test_score
-FROM model_events
-WHERE event = 'promoted'
-ORDER BY created_at DESC
-LIMIT 1
-"""
 
 QUALITY_SERIES = {ROC_AUC_METRIC: "KSI ROC-AUC", PR_AUC_METRIC: "KSI PR-AUC", f"{QUALITY}.ksi_brier": "KSI Brier score"}
 CHAMPION_SERIES = {"test_ksi_roc_auc": "champion test ROC-AUC", "test_ksi_pr_auc": "champion test PR-AUC"}
@@ -174,7 +82,7 @@ class DashboardData:
 
 
 def _frame(conn, query: str) -> pd.DataFrame:
-    return pd.DataFrame(fetch_dicts(conn, query))
+    return pd.DataFrame(queries.rows(conn, query))
 
 
 def _wide(long: pd.DataFrame) -> pd.DataFrame:
@@ -193,21 +101,19 @@ def load_dashboard_data(conn, champion_scores: Mapping[str, float] | None = None
     """Read every series of the dashboard. `champion_scores` (MLflow run metric names, as the keys of
     CHAMPION_SERIES) replaces the score recorded by the latest promotion in `model_events`."""
     if champion_scores is None:
-        latest = fetch_dicts(conn, CHAMPION_SCORE_SQL)
+        latest = queries.rows(conn, queries.CHAMPION_SCORE_SQL)
         champion_scores = {
             f"test_{row['metric']}": row["test_score"] for row in latest if row["test_score"] is not None
         }
-    decision = fetch_dicts(conn, LATEST_DECISION_SQL)
-    runner = fetch_dicts(conn, RUNNER_SQL)
     return DashboardData(
-        scored_per_day=_frame(conn, SCORED_PER_DAY_SQL),
-        model_version_starts=_frame(conn, MODEL_VERSION_STARTS_SQL),
-        drift_share=_frame(conn, DRIFT_SHARE_SQL),
-        window_metrics=_wide(_frame(conn, WINDOW_METRICS_SQL)),
-        feature_drift=_frame(conn, FEATURE_DRIFT_SQL),
-        model_events=_frame(conn, MODEL_EVENTS_SQL),
-        latest_decision=decision[0] if decision else None,
-        runner=runner[0] if runner else None,
+        scored_per_day=_frame(conn, queries.SCORED_PER_DAY_SQL),
+        model_version_starts=_frame(conn, queries.MODEL_VERSION_STARTS_SQL),
+        drift_share=_frame(conn, queries.DRIFT_SHARE_SQL),
+        window_metrics=_wide(_frame(conn, queries.WINDOW_METRICS_SQL)),
+        feature_drift=_frame(conn, queries.FEATURE_DRIFT_SQL),
+        model_events=_frame(conn, queries.MODEL_EVENTS_SQL),
+        latest_decision=queries.first_row(conn, queries.LATEST_DECISION_SQL),
+        runner=queries.first_row(conn, queries.RUNNER_SQL),
         champion_scores=dict(champion_scores),
     )
 
@@ -569,8 +475,8 @@ def _legend_per_panel(figure: go.Figure, rows: int) -> None:
 
 
 def latest_window_map(conn) -> tuple[tuple[date, date] | None, pd.DataFrame]:
-    """The latest monitored window and its located collisions (LATEST_WINDOW_MAP_SQL), for the map."""
-    rows = pd.DataFrame(fetch_dicts(conn, LATEST_WINDOW_MAP_SQL))
+    """The latest monitored window and its located collisions, for the map."""
+    rows = pd.DataFrame(queries.rows(conn, queries.LATEST_WINDOW_MAP_SQL))
     if rows.empty:
         return None, rows
     return (rows["window_start"].iloc[0], rows["window_end"].iloc[0]), rows

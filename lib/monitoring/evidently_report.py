@@ -22,7 +22,7 @@ from datetime import date
 from pathlib import Path
 
 from lib.monitoring import html_packing
-from lib.monitoring.monitor import DRIFT, QUALITY
+from lib.store.metrics import DRIFT, QUALITY
 
 log = logging.getLogger(__name__)
 

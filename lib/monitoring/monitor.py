@@ -10,7 +10,6 @@ every label in it has arrived, with the test metrics of `lib.modeling.evaluation
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -19,10 +18,19 @@ from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
-import psycopg2.extras
 
 from lib.modeling.evaluation import PROBABILITY_COLUMNS, SEVERITY_NAMES, ModelScores, test_metrics
-from lib.store.db import fetch_dicts
+from lib.store import events as event_store
+from lib.store import metrics as metric_store
+from lib.store import predictions as prediction_store
+from lib.store.metrics import (
+    ACTUAL_SHARE_PREFIX,
+    DRIFT_ROWS_METRIC,
+    DRIFT_SHARE_METRIC,
+    FEATURE_SCORE_PREFIX,
+    PR_AUC_METRIC,
+    PREDICTED_SHARE_PREFIX,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,84 +44,6 @@ DEFAULT_DRIFT_SHARE = 0.2
 # windows drift 79% of the features at 14 rows (a week of the Waltham Forest mirror), 30% at 100,
 # 7.5% at 300 (at most 11% over 10 samples): scripts/bench/drift_noise.py; tests/test_monitor.py pins it.
 DEFAULT_MIN_DRIFT_ROWS = 300
-# Metric families: each is replaced as a whole when a window is recomputed.
-DRIFT, QUALITY = "drift", "quality"
-# Metric names that the dashboard, Grafana and the retraining decision read.
-DRIFT_SHARE_METRIC = f"{DRIFT}.share_drifted_features"
-DRIFT_ROWS_METRIC = f"{DRIFT}.rows"
-PR_AUC_METRIC = f"{QUALITY}.ksi_pr_auc"
-PREDICTED_SHARE_PREFIX = f"{DRIFT}.predicted_share."
-ACTUAL_SHARE_PREFIX = f"{QUALITY}.actual_share."
-FEATURE_SCORE_PREFIX = f"{DRIFT}.feature_score."
-ROC_AUC_METRIC = f"{QUALITY}.ksi_roc_auc"
-
-WINDOW_PREDICTIONS_SQL = """
-SELECT collision_index, collision_date, p_fatal, p_serious, p_slight, p_ksi, predicted_severity, ksi_alert,
-       alert_threshold
-FROM predictions
-WHERE model_version = %(model_version)s AND collision_date BETWEEN %(window_start)s AND %(window_end)s
-ORDER BY collision_date, collision_index
-"""
-
-WINDOW_MODEL_VERSIONS_SQL = """
-SELECT model_version, count(*) AS rows, max(scored_at) AS last_scored_at
-FROM predictions
-WHERE collision_date BETWEEN %(window_start)s AND %(window_end)s
-GROUP BY model_version
-ORDER BY rows DESC, last_scored_at DESC
-"""
-
-# Windows monitored for drift whose labels have all arrived, and whose quality is either not stored
-# yet or was completed on or after `completed_since` (recomputed, so a rerun repeats the same work).
-QUALITY_DUE_SQL = """
-SELECT DISTINCT d.window_start, d.window_end, d.model_version
-FROM monitoring_metrics d
-WHERE d.metric = %(drift_metric)s AND d.window_end + %(label_delay_days)s <= %(as_of)s
-  AND (d.window_end + %(label_delay_days)s >= %(completed_since)s OR NOT EXISTS (
-    SELECT 1 FROM monitoring_metrics q
-    WHERE q.window_start = d.window_start AND q.window_end = d.window_end
-      AND q.model_version = d.model_version AND q.metric LIKE 'quality.%%'
-  ))
-ORDER BY d.window_end, d.model_version
-"""
-
-RECENT_QUALITY_SQL = """
-SELECT window_start, window_end, value
-FROM monitoring_metrics
-WHERE model_version = %(model_version)s AND metric = %(metric)s
-  AND known_at <= %(as_of)s AND value IS NOT NULL
-ORDER BY window_end DESC
-LIMIT %(limit)s
-"""
-
-# Each monitored window's share of drifted features with the number of collisions it was computed on.
-DRIFT_WINDOWS_SQL = f"""
-SELECT s.window_start, s.window_end, s.model_version, s.known_at,
-       s.value AS share_drifted_features, r.value AS rows
-FROM monitoring_metrics s
-LEFT JOIN monitoring_metrics r
-  ON r.window_start = s.window_start AND r.window_end = s.window_end
-  AND r.model_version = s.model_version AND r.metric = '{DRIFT_ROWS_METRIC}'
-WHERE s.metric = '{DRIFT_SHARE_METRIC}'
-"""
-
-LATEST_WINDOW_SQL = f"""
-SELECT window_start, window_end, model_version
-FROM monitoring_metrics
-WHERE metric = '{DRIFT_SHARE_METRIC}'
-ORDER BY window_end DESC, computed_at DESC
-LIMIT 1
-"""
-
-LATEST_DRIFT_SQL = f"""
-SELECT share_drifted_features, rows
-FROM ({DRIFT_WINDOWS_SQL}) d
-WHERE model_version = %(model_version)s AND known_at <= %(as_of)s
-ORDER BY window_end DESC
-LIMIT 1
-"""
-
-
 class MonitoringError(ValueError):
     """The inputs of a monitoring step are unusable; the message names the frame, column or value."""
 
@@ -374,27 +304,13 @@ def compute_quality(
 
 def load_predictions(conn, window_start: date, window_end: date, model_version: str) -> pd.DataFrame:
     """The prediction rows of one model version for collisions dated in the window."""
-    rows = fetch_dicts(
-        conn,
-        WINDOW_PREDICTIONS_SQL,
-        {"model_version": model_version, "window_start": window_start, "window_end": window_end},
-    )
-    columns = [
-        "collision_index",
-        "collision_date",
-        *PROBABILITY_COLUMNS,
-        "p_ksi",
-        "predicted_severity",
-        "ksi_alert",
-        "alert_threshold",
-    ]
-    return pd.DataFrame(rows, columns=columns)
+    rows = prediction_store.scored_in_window(conn, window_start, window_end, model_version)
+    return pd.DataFrame(rows, columns=prediction_store.SCORED_COLUMNS)
 
 
 def window_model_versions(conn, window_start: date, window_end: date) -> list[str]:
     """Model versions that scored collisions of the window, the one with most rows first."""
-    rows = fetch_dicts(conn, WINDOW_MODEL_VERSIONS_SQL, {"window_start": window_start, "window_end": window_end})
-    return [row["model_version"] for row in rows]
+    return prediction_store.versions_in_window(conn, window_start, window_end)
 
 
 def windows_awaiting_quality(
@@ -406,16 +322,7 @@ def windows_awaiting_quality(
     A monitoring run passes its window's first day as `completed_since`: it evaluates the windows
     completed during its window, plus any backlog, and a rerun evaluates the same ones again.
     """
-    params = {
-        "drift_metric": DRIFT_SHARE_METRIC,
-        "label_delay_days": label_delay_days,
-        "as_of": as_of,
-        "completed_since": completed_since,
-    }
-    return [
-        (row["window_start"], row["window_end"], row["model_version"])
-        for row in fetch_dicts(conn, QUALITY_DUE_SQL, params)
-    ]
+    return metric_store.windows_awaiting_quality(conn, as_of, label_delay_days, completed_since)
 
 
 def join_truth(predictions: pd.DataFrame, curated: pd.DataFrame) -> pd.DataFrame:
@@ -453,23 +360,10 @@ def store_metrics(
     outside = [name for name in metrics if not name.startswith(f"{family}.")]
     if outside:
         raise MonitoringError(f"metric name(s) {', '.join(outside)} do not belong to the {family!r} family")
-    rows = [
-        (window_start, window_end, model_version, name, _defined(value), known_at) for name, value in metrics.items()
-    ]
-    with conn.cursor() as cur:
-        cur.execute(
-            "DELETE FROM monitoring_metrics WHERE window_start = %s AND window_end = %s AND model_version = %s"
-            " AND metric LIKE %s",
-            (window_start, window_end, model_version, f"{family}.%"),
-        )
-        psycopg2.extras.execute_values(
-            cur,
-            "INSERT INTO monitoring_metrics (window_start, window_end, model_version, metric, value, known_at)"
-            " VALUES %s",
-            rows,
-        )
-    log.info("Stored %d %s metrics of %s..%s for model %s.", len(rows), family, window_start, window_end, model_version)
-    return len(rows)
+    written = metric_store.replace_family(conn, window_start, window_end, model_version, family,
+                                          {name: _defined(value) for name, value in metrics.items()}, known_at)
+    log.info("Stored %d %s metrics of %s..%s for model %s.", written, family, window_start, window_end, model_version)
+    return written
 
 
 # ----------------------------------------------------------------------------------------- retraining
@@ -605,18 +499,13 @@ def decide_from_metrics(
     policy: RetrainingPolicy = RetrainingPolicy(),
 ) -> RetrainingDecision:
     """The retraining decision from the metrics stored for the model, as known on `as_of`."""
-    quality = fetch_dicts(
-        conn,
-        RECENT_QUALITY_SQL,
-        {"model_version": model_version, "metric": PR_AUC_METRIC, "as_of": as_of, "limit": policy.quality_windows},
-    )
-    drift = fetch_dicts(conn, LATEST_DRIFT_SQL, {"model_version": model_version, "as_of": as_of})
-    latest = drift[0] if drift else {"share_drifted_features": None, "rows": None}
+    quality = metric_store.recent_values(conn, model_version, PR_AUC_METRIC, as_of, policy.quality_windows)
+    latest = metric_store.latest_drift(conn, model_version, as_of) or {"share_drifted_features": None, "rows": None}
     rows = int(latest["rows"]) if latest["rows"] is not None else None
     return decide_retraining(
         model_version,
         as_of,
-        [row["value"] for row in quality],
+        quality,
         latest["share_drifted_features"],
         drift_rows=rows,
         champion_pr_auc=champion_pr_auc,
@@ -626,17 +515,8 @@ def decide_from_metrics(
 
 def record_decision(conn, decision: RetrainingDecision, model_name: str) -> int:
     """Write the decision to `model_events`, replacing an earlier decision for the same day; return its id."""
-    with conn.cursor() as cur:
-        cur.execute(
-            "DELETE FROM model_events WHERE event IN ('retraining_recommended', 'retraining_not_needed')"
-            " AND model_name = %s AND model_version = %s AND simulated_date = %s",
-            (model_name, decision.model_version, decision.as_of),
-        )
-        cur.execute(
-            "INSERT INTO model_events (event, model_name, model_version, details, simulated_date)"
-            " VALUES (%s, %s, %s, %s, %s) RETURNING id",
-            (decision.event, model_name, decision.model_version, json.dumps(decision.details()), decision.as_of),
-        )
-        event_id = cur.fetchone()[0]
+    event_id = event_store.replace_decision(
+        conn, decision.event, model_name, decision.model_version, decision.details(), decision.as_of
+    )
     log.info("Model %s version %s on %s: %s", model_name, decision.model_version, decision.as_of, decision.summary())
     return event_id

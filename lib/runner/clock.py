@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from lib.store.db import fetch_dicts
+from lib.store import simulation_state
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +71,8 @@ class Timeline:
 
 def load_timeline(conn) -> Timeline | None:
     """The persisted timeline, or None when the simulation has not started (or was reset)."""
-    rows = fetch_dicts(
-        conn, "SELECT started_at, start_date, seconds_per_day FROM simulation_state WHERE name = %s", (SIMULATION_NAME,)
-    )
-    return Timeline(**rows[0]) if rows else None
+    row = simulation_state.timeline(conn)
+    return Timeline(**row) if row else None
 
 
 def start_or_resume(
@@ -86,14 +84,7 @@ def start_or_resume(
     names each difference: moving a running timeline would skip or repeat simulated days.
     """
     now = now or datetime.now(UTC)
-    with conn.cursor() as cur:
-        # Two runners starting at once must not both create the timeline: the insert is the arbiter.
-        cur.execute(
-            "INSERT INTO simulation_state (name, started_at, start_date, seconds_per_day) VALUES (%s, %s, %s, %s)"
-            " ON CONFLICT (name) DO NOTHING",
-            (SIMULATION_NAME, now, start_date, seconds_per_day),
-        )
-        started_now = cur.rowcount == 1
+    started_now = simulation_state.create_timeline(conn, now, start_date, seconds_per_day)
     timeline = load_timeline(conn)
     if started_now:
         log.info(

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import psutil
 
+from lib.store import runs
+
 log = logging.getLogger(__name__)
 
 KERNEL_FOLDER_PREFIX = "asf-kernel-"
@@ -44,17 +46,12 @@ def is_alive(pid: int, started: float) -> bool:
 
 def mark_abandoned_runs(conn) -> int:
     """Mark this host's 'running' rows whose process is gone as 'interrupted'; return how many."""
-    with conn.cursor() as cur:
-        cur.execute("SELECT run_id, pid, process_started FROM notebook_runs WHERE status = 'running' AND host = %s",
-                    (socket.gethostname(),))
-        dead = [(run_id, pid) for run_id, pid, started in cur.fetchall() if not is_alive(pid, started)]
-        for run_id, pid in dead:
-            cur.execute(
-                "UPDATE notebook_runs SET status = 'interrupted', finished_at = now(), error_name = 'ProcessGone',"
-                " error_value = %s WHERE run_id = %s AND status = 'running'",
-                (f"the process that ran it (pid {pid}) ended without recording an outcome: it was killed, or "
-                 "lost its database connection", run_id),
-            )
+    dead = [(run_id, pid) for run_id, pid, started in runs.running_on(conn, socket.gethostname())
+            if not is_alive(pid, started)]
+    for run_id, pid in dead:
+        runs.mark_interrupted(conn, run_id, "ProcessGone",
+                              f"the process that ran it (pid {pid}) ended without recording an outcome: it was "
+                              "killed, or lost its database connection")
     if dead:
         log.info("Marked %d run(s) whose process had died as interrupted: %s.", len(dead),
                  ", ".join(run_id for run_id, _ in dead))

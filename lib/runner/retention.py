@@ -13,21 +13,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from lib.store.db import fetch_dicts
+from lib.store import runs
 
 log = logging.getLogger(__name__)
-
-# Successful runs beyond the newest `keep` of their notebook.
-PRUNABLE_RUNS_SQL = """
-SELECT run_id, output_ipynb, output_html
-FROM (
-  SELECT run_id, output_ipynb, output_html,
-         row_number() OVER (PARTITION BY notebook ORDER BY started_at DESC, run_id DESC) AS newest
-  FROM notebook_runs
-  WHERE status = 'succeeded'
-) ranked
-WHERE newest > %(keep)s
-"""
 
 
 def prune_run_archive(conn, keep_per_notebook: int) -> list[Path]:
@@ -36,7 +24,7 @@ def prune_run_archive(conn, keep_per_notebook: int) -> list[Path]:
     if keep_per_notebook < 1:
         raise ValueError(f"keep_per_notebook must be at least 1, got {keep_per_notebook}")
     deleted = []
-    for run in fetch_dicts(conn, PRUNABLE_RUNS_SQL, {"keep": keep_per_notebook}):
+    for run in runs.successful_beyond_newest(conn, keep_per_notebook):
         for output in (run["output_ipynb"], run["output_html"]):
             path = Path(output) if output else None
             if path is not None and path.exists():

@@ -17,17 +17,11 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-from lib.store.db import fetch_dicts
+from lib.store import runs as notebook_runs
 
 log = logging.getLogger(__name__)
 
 INDEX_FILE = "index.html"
-RUNS_SQL = """
-SELECT run_id, notebook, parameters, status, started_at, duration_s, output_ipynb, output_html,
-       failed_cell, error_name, error_value, warnings
-FROM notebook_runs
-ORDER BY started_at DESC, run_id DESC
-"""
 STATUS_COLOURS = {
     "succeeded": "#1a7f37",
     "failed": "#cf222e",
@@ -167,7 +161,7 @@ def render(runs: list[dict], reports_dir: Path, generated: datetime) -> str:
 def write_index(conn, reports_dir: Path) -> Path:
     """Rebuild `reports_dir/index.html` from `notebook_runs`, replacing the old page atomically."""
     reports_dir = Path(reports_dir)
-    runs = fetch_dicts(conn, RUNS_SQL)
+    runs = notebook_runs.all_runs(conn)
     page = render(runs, reports_dir, datetime.now(UTC))
     target = reports_dir / INDEX_FILE
     target.parent.mkdir(parents=True, exist_ok=True)

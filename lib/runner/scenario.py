@@ -27,7 +27,7 @@ from mlflow.exceptions import MlflowException
 from lib.config import Settings
 from lib.data import synth
 from lib.modeling.model_run import TEST_RANGE_PARAM, range_end
-from lib.runner import notebooks
+from lib.runner import executor, run_result
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +87,12 @@ def write_synthetic_mirror(
     return folder.as_uri() + "/"
 
 
-def _run(notebook: str, parameters: dict, settings: Settings, progress: bool) -> notebooks.RunResult:
-    result = notebooks.execute(notebook, parameters, settings=settings, progress=progress)
+def _run(notebook: str, parameters: dict, settings: Settings, progress: bool) -> run_result.RunResult:
+    result = executor.execute(notebook, parameters, settings=settings, progress=progress)
     return result.raise_for_status()
 
 
-def ingest(settings: Settings, years: tuple[int, ...], base_url: str, progress: bool = True) -> notebooks.RunResult:
+def ingest(settings: Settings, years: tuple[int, ...], base_url: str, progress: bool = True) -> run_result.RunResult:
     """01_ingest for `years` from `base_url` into LAKE_URI (years already there are left as they are)."""
     years_text = ",".join(map(str, years))
     return _run(
@@ -100,7 +100,7 @@ def ingest(settings: Settings, years: tuple[int, ...], base_url: str, progress: 
     )
 
 
-def train(settings: Settings, plan: YearPlan, progress: bool = True, **parameters) -> notebooks.RunResult:
+def train(settings: Settings, plan: YearPlan, progress: bool = True, **parameters) -> run_result.RunResult:
     """02_train on the plan's years; it registers a version and promotes it if it beats the champion."""
     return _run(
         "02_train",

@@ -29,7 +29,6 @@ retraining that fails `MAX_RETRAIN_ATTEMPTS` times is given up: the current cham
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -45,11 +44,12 @@ from lib.data.lake import LakeError, open_lake
 from lib.errors import NeedsAction, needs_action_names
 from lib.modeling.inference import ModelNotFound
 from lib.modeling.model_run import TEST_RANGE_PARAM, range_end
-from lib.monitoring.monitor import DRIFT_SHARE_METRIC, PR_AUC_METRIC
-from lib.runner import notebooks
-from lib.runner.clock import SIMULATION_NAME, Timeline, load_timeline
+from lib.runner import executor, kernels, run_result
+from lib.runner.clock import Timeline, load_timeline
 from lib.runner.retention import prune_run_archive
-from lib.store.db import DatabaseError, connect, fetch_dicts, session
+from lib.store import events, metrics, predictions, simulation_state
+from lib.store.db import DatabaseError, connect, session
+from lib.store.metrics import PR_AUC_METRIC
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +59,12 @@ MAX_CHUNK_DAYS = 31  # days per 03_infer run while catching up
 RETRAIN_COOLDOWN_DAYS = 28
 # A retraining that keeps failing (e.g. too few labelled collisions) must not stall the simulation.
 MAX_RETRAIN_ATTEMPTS = 3
-DECISION_EVENTS = ("retraining_recommended", "retraining_not_needed")
-RETRAINED_EVENT = "retrained"
 
 
 class StepFailed(RuntimeError):
     """A notebook of the tick did not succeed; the tick stops and the step is retried later."""
 
-    def __init__(self, message: str, result: notebooks.RunResult | None = None):
+    def __init__(self, message: str, result: run_result.RunResult | None = None):
         super().__init__(message)
         self.result = result
 
@@ -181,11 +179,7 @@ def load_progress(conn) -> Progress:
     timeline = load_timeline(conn)
     if timeline is None:
         raise SimulationError("the simulation has not started (simulation_state has no row)")
-    row = fetch_dicts(
-        conn,
-        "SELECT last_inferred_date, last_monitored_end, monitored_through FROM simulation_state WHERE name = %s",
-        (SIMULATION_NAME,),
-    )[0]
+    row = simulation_state.progress(conn)
     nothing = day_before(timeline.start_date)
     last_monitored_end = row["last_monitored_end"] or nothing
     return Progress(
@@ -196,42 +190,9 @@ def load_progress(conn) -> Progress:
     )
 
 
-def _set_progress(conn, **columns: date) -> None:
-    assignments = ", ".join(f"{column} = %s" for column in columns)
-    with conn.cursor() as cur:
-        cur.execute(
-            f"UPDATE simulation_state SET {assignments}, updated_at = now() WHERE name = %s",
-            (*columns.values(), SIMULATION_NAME),
-        )
-
-
-# What a reset removes: (table, condition, parameters). Promotions (`promoted` / `not_promoted`)
-# stay: they describe the model registry, which a reset does not touch.
-SIMULATION_ROWS = (
-    ("predictions", "TRUE", ()),
-    ("monitoring_metrics", "TRUE", ()),
-    ("model_events", "event LIKE %s", ("retrain%",)),
-    ("simulation_state", "name = %s", (SIMULATION_NAME,)),
-)
-
-
-def simulation_rows(conn) -> dict[str, int]:
-    """The rows a reset removes, per table."""
-    counts = {}
-    with conn.cursor() as cur:
-        for table, condition, parameters in SIMULATION_ROWS:
-            cur.execute(f"SELECT count(*) FROM {table} WHERE {condition}", parameters)
-            counts[table] = cur.fetchone()[0]
-    return counts
-
-
 def reset(conn) -> dict[str, int]:
     """Forget the simulation: its timeline, predictions, metrics and retraining events; return the rows removed."""
-    removed = {}
-    with conn.cursor() as cur:
-        for table, condition, parameters in SIMULATION_ROWS:
-            cur.execute(f"DELETE FROM {table} WHERE {condition}", parameters)
-            removed[table] = cur.rowcount
+    removed = simulation_state.delete_simulation_rows(conn)
     log.info(
         "Reset the simulation: removed %s.", ", ".join(f"{count:,} {table} rows" for table, count in removed.items())
     )
@@ -295,7 +256,7 @@ class Runner:
 
     `stop` is the last simulated day to process (None: run for ever). `train_parameters` are
     passed to 02_train on retraining (tests use fewer bootstrap resamples). With `warm_kernel`
-    the notebooks share one kernel (see `lib.runner.notebooks.WarmKernel`); `close()` shuts it down.
+    the notebooks share one kernel (see `lib.runner.executor.WarmKernel`); `close()` shuts it down.
     `lock` is the one-runner lock when the caller took it already (scripts/simulate.py does, before
     a reset); `close()` releases it.
     """
@@ -319,7 +280,7 @@ class Runner:
         self._retrain_failures: dict[date, int] = {}
         self.lock = lock or RunnerLock(settings.database_url)
         # Notebook start-up (kernel, imports) costs more than a day's work: one kernel serves every run.
-        self.kernel = notebooks.WarmKernel() if warm_kernel else None
+        self.kernel = kernels.WarmKernel() if warm_kernel else None
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -343,8 +304,8 @@ class Runner:
             )
         return date(last, 12, 31)
 
-    def _run(self, notebook: str, parameters: dict) -> notebooks.RunResult:
-        result = notebooks.execute(
+    def _run(self, notebook: str, parameters: dict) -> run_result.RunResult:
+        result = executor.execute(
             notebook,
             parameters,
             reports_dir=self.settings.reports_dir,
@@ -378,13 +339,8 @@ class Runner:
             },
         )
         with self._session() as conn:
-            _set_progress(conn, last_inferred_date=last)
-            scored = fetch_dicts(
-                conn,
-                "SELECT count(*) AS collisions, count(*) FILTER (WHERE ksi_alert) AS alerts FROM predictions"
-                " WHERE collision_date BETWEEN %s AND %s",
-                (first, last),
-            )[0]
+            simulation_state.set_progress(conn, last_inferred_date=last)
+            scored = predictions.count_scored(conn, first, last)
         report.scored_days = (report.scored_days[0] if report.scored_days else first, last)
         report.collisions += scored["collisions"]
         report.alerts += scored["alerts"]
@@ -392,18 +348,13 @@ class Runner:
     def _next_point(self, progress: Progress) -> MonitoringPoint:
         delay = self.settings.label_delay_days
         with self._session() as conn:
-            windows = fetch_dicts(
-                conn,
-                "SELECT DISTINCT window_start, window_end FROM monitoring_metrics WHERE metric = %s"
-                " AND window_end > %s",
-                (DRIFT_SHARE_METRIC, progress.monitored_through - timedelta(days=delay)),
-            )
+            windows = metrics.drift_windows_ending_after(conn, progress.monitored_through - timedelta(days=delay))
         return next_monitoring_point(
             progress.last_monitored_end,
             progress.monitored_through,
             self.settings.monitor_window_days,
             delay,
-            [(row["window_start"], row["window_end"]) for row in windows],
+            windows,
         )
 
     def _monitor_due(self, report: TickReport) -> None:
@@ -422,13 +373,11 @@ class Runner:
         (start, end), as_of = point.window, point.as_of
         done = {"monitored_through": as_of, **({"last_monitored_end": end} if point.new_window else {})}
         with self._session() as conn:
-            scored = fetch_dicts(
-                conn, "SELECT count(*) AS n FROM predictions WHERE collision_date BETWEEN %s AND %s", (start, end)
-            )[0]["n"]
+            scored = predictions.count_scored(conn, start, end)["collisions"]
         if not scored:
             log.info("No collision was scored in %s..%s: there is nothing to monitor in that window.", start, end)
             with self._session() as conn:
-                _set_progress(conn, **done)
+                simulation_state.set_progress(conn, **done)
             return False
         self._run(
             "04_monitor",
@@ -439,33 +388,19 @@ class Runner:
             },
         )
         with self._session() as conn:
-            drift = fetch_dicts(
-                conn,
-                "SELECT value FROM monitoring_metrics WHERE window_start = %s AND window_end = %s AND metric = %s",
-                (start, end, DRIFT_SHARE_METRIC),
-            )
-            arrived = fetch_dicts(
-                conn,
-                "SELECT window_end, value FROM monitoring_metrics WHERE metric = %s AND known_at > %s"
-                " AND known_at <= %s ORDER BY window_end",
-                (PR_AUC_METRIC, progress.monitored_through, as_of),
-            )
-            decision = fetch_dicts(
-                conn,
-                "SELECT event, details FROM model_events WHERE model_name = %s AND simulated_date = %s"
-                " AND event IN %s ORDER BY id DESC LIMIT 1",
-                (self.settings.model_name, as_of, DECISION_EVENTS),
-            )
+            drift = metrics.drift_share(conn, start, end)
+            arrived = metrics.became_known(conn, PR_AUC_METRIC, progress.monitored_through, as_of)
+            decision = events.decision_on(conn, self.settings.model_name, as_of)
         if point.new_window:
             report.windows.append(point.window)
-            report.drift_share = drift[0]["value"] if drift else None
-            report.drift_too_small = bool(decision) and decision[0]["details"].get("drift_too_small", False)
-        report.quality.extend((row["window_end"], row["value"]) for row in arrived)
-        recommended = bool(decision) and decision[0]["event"] == "retraining_recommended"
-        if recommended and self._retrain(as_of, decision[0], done, report):
+            report.drift_share = drift
+            report.drift_too_small = bool(decision) and decision["details"].get("drift_too_small", False)
+        report.quality.extend(arrived)
+        recommended = bool(decision) and decision["event"] == events.RETRAINING_RECOMMENDED
+        if recommended and self._retrain(as_of, decision, done, report):
             return True
         with self._session() as conn:
-            _set_progress(conn, **done)
+            simulation_state.set_progress(conn, **done)
         return False
 
     def _why_not_retrain(self, as_of: date) -> str | None:
@@ -474,11 +409,7 @@ class Runner:
         if self._retrain_failures.get(as_of, 0) >= MAX_RETRAIN_ATTEMPTS:
             return f"02_train failed {MAX_RETRAIN_ATTEMPTS} times for it, so the current champion stays"
         with self._session() as conn:
-            last = fetch_dicts(
-                conn,
-                "SELECT max(simulated_date) AS day FROM model_events WHERE event = %s AND model_name = %s",
-                (RETRAINED_EVENT, self.settings.model_name),
-            )[0]["day"]
+            last = events.last_retrained(conn, self.settings.model_name)
         if last is not None and (as_of - last).days < self.retrain_cooldown_days:
             return f"the model was retrained on {last} (at most once per {self.retrain_cooldown_days} days)"
         return None
@@ -513,16 +444,11 @@ class Runner:
             "champion_before": before,
             "champion_after": after,
         }
-        with self._session() as conn, conn.cursor() as cur:
-            cur.execute(
-                "INSERT INTO model_events (event, model_name, model_version, details, simulated_date)"
-                " VALUES (%s, %s, %s, %s, %s)",
-                (RETRAINED_EVENT, self.settings.model_name, after, json.dumps(details), as_of),
-            )
+        with self._session() as conn:
+            events.record(conn, events.RETRAINED, self.settings.model_name, after, details, as_of)
             # The days after `as_of` are scored again by the champion of that time.
-            cur.execute("DELETE FROM predictions WHERE collision_date > %s", (as_of,))
-            rescored = cur.rowcount
-            _set_progress(conn, **done, last_inferred_date=as_of)
+            rescored = predictions.delete_after(conn, as_of)
+            simulation_state.set_progress(conn, **done, last_inferred_date=as_of)
         outcome = f"version {after} is the new champion" if after != before else f"champion version {before} stays"
         report.retraining.append(
             f"retrained on the labels known by {as_of}: {outcome}"
@@ -599,26 +525,18 @@ class RunnerLock:
     the connection breaks (a database restart), `hold` takes the lock again.
     """
 
-    KEY = 7_319_002  # the migrations use 7_319_001
-
     def __init__(self, database_url: str):
         self.database_url = database_url
         self.conn = None
 
     def hold(self) -> None:
         if self.conn is not None and not self.conn.closed:
-            try:
-                with self.conn.cursor() as cur:
-                    cur.execute("SELECT 1")
+            if simulation_state.still_connected(self.conn):
                 return
-            except psycopg2.Error:
-                self.conn.close()
+            self.conn.close()
         self.conn = connect(self.database_url)
         self.conn.autocommit = True
-        with self.conn.cursor() as cur:
-            cur.execute("SELECT pg_try_advisory_lock(%s)", (self.KEY,))
-            held = cur.fetchone()[0]
-        if not held:
+        if not simulation_state.try_runner_lock(self.conn):
             self.release()
             raise SimulationError(
                 "another simulation runner is working on this database (it holds the runner lock); stop it first. "

@@ -7,13 +7,13 @@ for the benchmark.
    about 2,500 collisions a week, the national rate), ingested into the lake by
    lib.data.ingest.ingest_year; 02_train (train 2022, validate 2023, test 2024) registers the champion
    with its `--reference-rows` reference sample; 03_infer scores the week WEEK.
-2. fresh kernel: lib.runner.notebooks.execute("04_monitor") for that week, `--repeats` times, each with a
+2. fresh kernel: lib.runner.executor.execute("04_monitor") for that week, `--repeats` times, each with a
    kernel of its own. `as_of` is the day the week's last label arrives, so each run does all of
    a monitoring day's work: drift and its Evidently report, the quality of one labelled window,
    the decision, the dashboard. Wall time of execute() (kernel start, the notebook, the HTML copy,
    the notebook_runs rows), and the mean seconds of the slowest cells.
 3. CLI: scripts/run_notebook.py in a new process, as `make`/a user runs it (interpreter start too).
-4. warm kernel: the same runs sharing one lib.runner.notebooks.WarmKernel (the simulation's way), after
+4. warm kernel: the same runs sharing one lib.runner.executor.WarmKernel (the simulation's way), after
    one run that starts it.
 5. library steps, in a new process: the imports and calls of the notebook's drift cell, one by one.
 
@@ -58,8 +58,9 @@ def prepare(collisions_per_year: int, reference_rows: int, folder: Path) -> int:
     from lib.data import synth
     from lib.data.ingest import ingest_year
     from lib.data.lake import open_lake
-    from lib.runner import notebooks
-    from lib.store.db import fetch_dicts, session
+    from lib.runner import executor
+    from lib.store import predictions
+    from lib.store.db import session
 
     settings = load_settings()
     began = time.perf_counter()
@@ -79,12 +80,11 @@ def prepare(collisions_per_year: int, reference_rows: int, folder: Path) -> int:
         "reference_rows": reference_rows,
         "bootstrap_resamples": 200,  # monitoring reads the test score, not its intervals
     }
-    notebooks.execute("02_train", training, progress=False).raise_for_status()
+    executor.execute("02_train", training, progress=False).raise_for_status()
     week = {"start_date": WEEK[0].isoformat(), "end_date": WEEK[1].isoformat()}
-    notebooks.execute("03_infer", week, progress=False).raise_for_status()
+    executor.execute("03_infer", week, progress=False).raise_for_status()
     with session(settings.database_url) as conn:
-        sql = "SELECT count(*) AS n FROM predictions WHERE collision_date BETWEEN %s AND %s"
-        rows = fetch_dicts(conn, sql, WEEK)[0]["n"]
+        rows = predictions.count_scored(conn, *WEEK)["collisions"]
     print(f"prepare: 02_train and 03_infer ran in {time.perf_counter() - began:.0f} s", flush=True)
     return rows
 
@@ -109,12 +109,12 @@ def _utc(text: str) -> datetime:
 def timed_runs(repeats: int, kernel=None) -> list[Timing]:
     import nbformat
 
-    from lib.runner import notebooks
+    from lib.runner import executor
 
     timings = []
     for _ in range(repeats):
         called, began = datetime.now(UTC), time.perf_counter()
-        result = notebooks.execute("04_monitor", monitor_parameters(), progress=False, kernel=kernel)
+        result = executor.execute("04_monitor", monitor_parameters(), progress=False, kernel=kernel)
         wall, returned = time.perf_counter() - began, datetime.now(UTC)
         result.raise_for_status()
         cells, starts, ends = {}, [], []
@@ -241,7 +241,7 @@ def main() -> None:
         print(json.dumps(library_steps()))
         return
 
-    from lib.runner.notebooks import WarmKernel
+    from lib.runner.kernels import WarmKernel
     from lib.services import private_stack
 
     overrides = {"MODEL_NAME": MODEL_NAME, "MODEL_VERSION": "", "LABEL_DELAY_DAYS": str(LABEL_DELAY_DAYS)}
@@ -268,7 +268,7 @@ def main() -> None:
         f"{args.reference_rows:,}-row reference; as_of {monitor_parameters()['as_of']} (drift and quality)"
     )
     print(
-        summary("04_monitor, lib.runner.notebooks.execute with a fresh kernel", [t.wall for t in fresh])
+        summary("04_monitor, lib.runner.executor.execute with a fresh kernel", [t.wall for t in fresh])
         + " (target: at most 8 s)"
     )
     print(breakdown(fresh))

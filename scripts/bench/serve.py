@@ -11,7 +11,7 @@ champion with its alert threshold (as 02_train does, without 02_train's evaluati
 2. HTTP batch client: lib.modeling.inference.HttpScorer on `--rows` collisions (batches of 5,000);
 3. in-process: lib.modeling.inference.InProcessScorer on `--rows` collisions (target: at least 20,000 rows/s);
 4. 03_infer on one week of the last year, in-process and through the server: wall time of
-   lib.runner.notebooks.execute (kernel start, imports, model lookup and load, scoring, PostgreSQL, HTML).
+   lib.runner.executor.execute (kernel start, imports, model lookup and load, scoring, PostgreSQL, HTML).
 
 Usage: python scripts/bench/serve.py [--collisions-per-year 130000] [--rows 100000] [--single 300]
        [--bulk 30] [--notebook-runs 3]
@@ -101,8 +101,8 @@ def bench_server(url: str, rows, single: int, bulk: int) -> dict:
 
 
 def timed_notebook(parameters: dict, runs: int) -> tuple[float, float]:
-    """(median wall seconds of lib.runner.notebooks.execute, median in-notebook seconds)."""
-    from lib.runner.notebooks import execute
+    """(median wall seconds of lib.runner.executor.execute, median in-notebook seconds)."""
+    from lib.runner.executor import execute
 
     walls, inside = [], []
     for _ in range(runs):

@@ -35,7 +35,8 @@ import psutil
 from lib.config import ROOT, load_settings
 from lib.runner import clock, scenario, simulation
 from lib.services import private_stack
-from lib.store.db import fetch_dicts, session
+from lib.store import runs as notebook_runs
+from lib.store.db import session
 
 YEARS = (2020, 2021, 2022, 2023, 2024)
 SIMULATE = ROOT / "scripts" / "simulate.py"
@@ -63,12 +64,8 @@ def tree_rss(pid: int) -> int:
 
 def runs_since(database_url: str, since: datetime) -> list[dict]:
     with session(database_url) as conn:
-        return fetch_dicts(
-            conn,
-            "SELECT notebook, status, duration_s, output_ipynb FROM notebook_runs WHERE started_at >= %s"
-            " ORDER BY started_at",
-            (since,),
-        )
+        recent = [run for run in notebook_runs.all_runs(conn) if run["started_at"] >= since]
+    return sorted(recent, key=lambda run: run["started_at"])
 
 
 def cell_times(runs: list[dict]) -> dict[str, dict[str, float]]:

@@ -4,7 +4,7 @@ A private stack (PostgreSQL, S3, MLflow on free ports in a temporary folder, lik
 for the benchmark. Each step runs in its own child process, so that each peak RSS is its own:
 1. generate: lib.data.synth draws the years (130,000 collisions each by default, about 390,000 in all) and
    writes them to the lake as curated partitions (not timed: that is ingestion's job);
-2. train: lib.runner.notebooks.execute runs 02_train headless (train on the first year, validate on the
+2. train: lib.runner.executor.execute runs 02_train headless (train on the first year, validate on the
    second, test on the third; fit, evaluate with 1,000 bootstrap resamples, plots, permutation
    importance, MLflow logging, registration and promotion). Its wall time and the peak RSS of the
    executing process and of the notebook kernel are the training figures (target: at most 3 minutes
@@ -53,7 +53,7 @@ def generate(collisions_per_year: int) -> dict:
 
 
 def train() -> dict:
-    from lib.runner.notebooks import execute
+    from lib.runner.executor import execute
 
     parameters = {
         "train_years": str(YEARS[0]),

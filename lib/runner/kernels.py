@@ -1,0 +1,146 @@
+"""The kernels notebooks run on: an ipykernel of this interpreter over private IPC sockets, started per
+run (`CallerKernelManager`) or kept warm across runs (`WarmKernel`)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+from ipykernel.kernelspec import RESOURCES, get_kernel_dict
+from jupyter_client.kernelspec import KernelSpec
+from jupyter_client.manager import AsyncKernelManager
+from jupyter_core.utils import run_sync
+
+from lib.runner import leftovers
+
+logger = logging.getLogger(__name__)
+
+
+KERNEL_NAME = "python3"
+
+
+# Added to the kernel's command line. Once pandas, MLflow and Evidently are loaded, the garbage
+# collections the interpreter runs while exiting take about 2 s; freezing the heap in the last exit
+# handler (atexit runs the first registered last) skips them, after the libraries' handlers have run.
+FAST_EXIT = "--IPKernelApp.exec_lines=import atexit, gc; atexit.register(gc.freeze)"
+
+
+class CallerKernelManager(AsyncKernelManager):
+    """An ipykernel of the interpreter that runs the executor, over IPC sockets in a private folder.
+
+    The kernelspec comes from ipykernel itself, so a `python3` kernelspec installed elsewhere
+    (for another interpreter) cannot take over. IPC keeps the kernel off TCP ports; the
+    folder is unique per kernel, so concurrent runs never share socket files. `environment` holds
+    variables set in the kernel on top of this process's (a run's own settings).
+    """
+
+    def __init__(self, environment: dict[str, str] | None = None, **kwargs):
+        self.environment = dict(environment or {})
+        self.socket_dir = Path(tempfile.mkdtemp(prefix=leftovers.KERNEL_FOLDER_PREFIX))
+        leftovers.claim_kernel_folder(self.socket_dir)
+        self.clients = []
+        kwargs.setdefault("transport", "ipc")
+        kwargs.setdefault("ip", str(self.socket_dir / "kernel"))
+        kwargs.setdefault("connection_file", str(self.socket_dir / "kernel.json"))
+        super().__init__(kernel_name=KERNEL_NAME, **kwargs)
+
+    @property
+    def kernel_spec(self) -> KernelSpec:
+        if self._kernel_spec is None:
+            spec = get_kernel_dict()
+            self._kernel_spec = KernelSpec(
+                resource_dir=RESOURCES, **{**spec, "argv": [*spec["argv"], FAST_EXIT], "env": self.environment}
+            )
+        return self._kernel_spec
+
+    def client(self, **kwargs):
+        # Kept so `stop` can close them: nbclient leaves the clients of a manager it was given open.
+        client = super().client(**kwargs)
+        self.clients.append(client)
+        return client
+
+    def stop(self, now: bool) -> None:
+        """Shut the kernel down (`now`: kill it without a shutdown request) and remove its sockets."""
+        try:
+            for client in self.clients:
+                client.stop_channels()
+            if run_sync(self.is_alive)():
+                run_sync(self.shutdown_kernel)(now=now)
+            else:
+                run_sync(self.cleanup_resources)()
+        finally:
+            shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+
+class WarmKernel:
+    """One kernel that consecutive runs share, for callers that run many short notebooks (the simulation).
+
+    Each run starts from an empty namespace: IPython's reset clears every variable and restarts
+    the execution count, so the executed notebook reads as if from a fresh kernel. The modules that
+    earlier runs imported stay loaded, so a run skips the kernel start-up and most of its imports
+    (seconds for pandas, MLflow and Evidently). A run that does not leave the kernel idle (timed
+    out, interrupted, kernel died) discards it, and the next run starts a new one. `close()` shuts
+    the kernel down; the caller owns it, e.g. `with WarmKernel() as kernel: execute(..., kernel=kernel)`.
+    """
+
+    RESET = "get_ipython().reset(new_session=True, aggressive=False)"
+
+    def __init__(self, reset_timeout: float = 60):
+        self.reset_timeout = reset_timeout
+        self._km: CallerKernelManager | None = None
+
+    def __enter__(self) -> WarmKernel:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def manager(self) -> CallerKernelManager:
+        """The kernel manager for the next run: the live kernel with a clean namespace, or a new one."""
+        if self._km is not None and self._km.has_kernel:
+            try:
+                self._reset()
+                return self._km
+            except Exception:  # a kernel that cannot even reset is not worth keeping
+                logger.warning("The warm kernel did not answer its reset; starting a new one.", exc_info=True)
+                self.discard()
+        self._km = CallerKernelManager()  # papermill starts it on first use
+        return self._km
+
+    def _reset(self) -> None:
+        client = self._km.client()
+        try:
+            client.start_channels()
+            run_sync(client.wait_for_ready)(timeout=self.reset_timeout)
+            reply = run_sync(client.execute_interactive)(
+                self.RESET, silent=True, store_history=False, timeout=self.reset_timeout
+            )
+            if reply["content"]["status"] != "ok":
+                raise RuntimeError(f"the namespace reset failed: {reply['content']}")
+        finally:
+            client.stop_channels()
+            self._km.clients.remove(client)
+
+    def release(self, idle: bool) -> None:
+        """After a run: keep an idle kernel (closing the run's client channels), discard a busy one."""
+        if self._km is None:
+            return
+        if not idle:
+            self.discard()
+            return
+        for client in self._km.clients:
+            client.stop_channels()
+        self._km.clients.clear()
+
+    def discard(self) -> None:
+        if self._km is not None:
+            km, self._km = self._km, None
+            km.stop(now=True)
+
+    def close(self) -> None:
+        """Shut the kernel down, asking it to exit so its libraries' exit handlers run."""
+        if self._km is not None:
+            km, self._km = self._km, None
+            km.stop(now=False)
