@@ -37,6 +37,7 @@ import psycopg2
 import requests
 from psycopg2 import sql
 
+from lib import seaweed
 from lib.config import SERVICES_DIR, Settings, environment, load_settings
 from lib.errors import NeedsAction
 
@@ -224,6 +225,7 @@ class Service:
                 env=self.environment(),
                 cwd=self.dir,
                 user=self.run_as(),
+                umask=self.umask,
                 start_new_session=True,  # its own process group: `down` can stop its children too
             )
         proc = psutil.Process(popen.pid)
@@ -258,6 +260,7 @@ class Service:
         return True
 
     stop_signal = signal.SIGTERM
+    umask = -1  # the server's files and sockets get the caller's umask
 
     def status(self) -> ServiceStatus:
         proc = self.process() if self.embedded else None
@@ -408,7 +411,12 @@ class Postgres(Service):
 
 
 class ObjectStore(Service):
-    """SeaweedFS `weed mini`: master, volume, filer and S3 gateway in one process, loopback only."""
+    """SeaweedFS `weed mini`: master, volume, filer and S3 gateway in one process, loopback only.
+
+    Only the S3 gateway serves objects, to the keys; lib/seaweed.py closes the other components' ports.
+    """
+
+    umask = seaweed.UMASK
 
     @property
     def url(self) -> str:
@@ -429,22 +437,26 @@ class ObjectStore(Service):
         return lake.netloc if lake.scheme == "s3" else None
 
     def prepare(self) -> None:
+        self.dir.chmod(0o700)  # earlier versions left the lake's files readable by every local user
         (self.dir / "data").mkdir(exist_ok=True)
+        seaweed.write_security_config(self.dir)
         identities = {"identities": [{
             "name": "lake",
             "credentials": [{"accessKey": self.settings.aws_access_key_id,
                              "secretKey": self.settings.aws_secret_access_key}],
             "actions": ["Admin", "Read", "Write", "List", "Tagging"],
         }]}
-        config = self.dir / "s3-identities.json"
-        config.touch(mode=0o600)
-        config.write_text(json.dumps(identities))
+        seaweed.write_private(self.dir / "s3-identities.json", json.dumps(identities).encode())
+
+    def environment(self) -> dict[str, str]:
+        return seaweed.weed_environment(dict(os.environ))
 
     def command(self) -> list[str]:
         weed = Path(sys.executable).parent / "weed"
         ports = self.component_ports
         command = [
-            str(weed), "mini", f"-dir={self.dir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            str(weed), f"-config_dir={self.dir}", "mini", f"-dir={self.dir / 'data'}",
+            "-ip=127.0.0.1", "-ip.bind=127.0.0.1", *seaweed.LOCKDOWN_FLAGS,
             f"-s3.port={self.port}", "-s3.port.iceberg=0", "-s3.port.lance=0",
             f"-master.port={ports['master']}", f"-volume.port={ports['volume']}",
             f"-filer.port={ports['filer']}", f"-admin.port={ports['admin']}", "-webdav=false",
