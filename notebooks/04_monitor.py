@@ -32,7 +32,8 @@
 #
 # Every number goes to PostgreSQL (`monitoring_metrics`; the decision to `model_events`), and the
 # dashboard `REPORTS_DIR/dashboard.html` is rebuilt from those tables. Running the notebook again with
-# the same parameters replaces what it wrote. `lib/monitoring/monitor.py` holds the rules.
+# the same parameters replaces what it wrote. `lib/monitoring/monitor.py` computes drift and quality,
+# `lib/monitoring/retraining.py` holds the retraining rules.
 
 # %% tags=["parameters"]
 window_start = ""  # ISO date: the first day of the window
@@ -58,8 +59,9 @@ from lib.data.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES
 from lib.data.ingest import CURATED
 from lib.data.lake import open_lake
 from lib.modeling.model_run import load_model_run
-from lib.monitoring import evidently_report, monitor
-from lib.monitoring.dashboard import CHAMPION_SERIES, latest_window_map, mlflow_run_url, write_dashboard
+from lib.monitoring import evidently_report, monitor, retraining
+from lib.monitoring.collision_map import latest_window_map
+from lib.monitoring.dashboard import CHAMPION_SERIES, mlflow_run_url, write_dashboard
 from lib.store.db import session
 from lib.store.metrics import DRIFT, QUALITY
 
@@ -76,7 +78,7 @@ delay = settings.label_delay_days
 database_url = settings.database_url
 reports = settings.reports_dir
 model_name = settings.model_name
-policy = monitor.RetrainingPolicy(quality_windows, quality_fraction, drift_share_threshold, min_drift_rows)
+policy = retraining.RetrainingPolicy(quality_windows, quality_fraction, drift_share_threshold, min_drift_rows)
 lake = open_lake(settings)
 
 
@@ -225,8 +227,9 @@ else:
 # %%
 champion_scores = {key: model_run.metrics[key] for key in CHAMPION_SERIES if key in model_run.metrics}
 with session(database_url) as conn:
-    decision = monitor.decide_from_metrics(conn, model_version, today, champion_scores.get("test_ksi_pr_auc"), policy)
-    monitor.record_decision(conn, decision, model_name)
+    champion_pr_auc = champion_scores.get("test_ksi_pr_auc")
+    decision = retraining.decide_from_metrics(conn, model_version, today, champion_pr_auc, policy)
+    retraining.record_decision(conn, decision, model_name)
     # The map shows the latest monitored window, which a run for an older window's labels is not.
     latest_window, latest = latest_window_map(conn)
     dashboard = write_dashboard(

@@ -32,7 +32,8 @@ from lib.config import DATA_DIR, ROOT, ConfigError, configure
 from lib.modeling.training_run import experiments_url
 from lib.runner import scenario
 from lib.runner.run_result import NotebookFailed
-from lib.services import ServiceError, Stack
+from lib.services.service import ServiceError
+from lib.services.stack import Stack
 
 log = logging.getLogger("demo")
 SYNTHETIC_DIR = DATA_DIR / "demo" / "synthetic" / "road-accidents-safety-data"

@@ -8,7 +8,8 @@ import sys
 import time
 
 from lib.config import ConfigError, configure
-from lib.services import ServiceError, Stack
+from lib.services.service import ServiceError
+from lib.services.stack import Stack
 
 
 def main(argv: list[str] | None = None) -> int:

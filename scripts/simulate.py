@@ -34,7 +34,7 @@ import schedule
 
 from lib.config import Settings, configure
 from lib.errors import NeedsAction
-from lib.runner import clock, simulation
+from lib.runner import clock, planning, served_model, simulation
 from lib.runner.executor import handle_sigterm_as_interrupt
 from lib.store import simulation_state
 from lib.store.db import DatabaseError, session
@@ -78,7 +78,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--max-chunk-days",
         type=_positive_int,
-        default=simulation.MAX_CHUNK_DAYS,
+        default=planning.MAX_CHUNK_DAYS,
         help="most days one 03_infer run scores while catching up (default %(default)s)",
     )
     parser.add_argument(
@@ -141,13 +141,13 @@ def announce_model(settings: Settings, start_date: date) -> None:
             settings.model_version,
             settings.model_uri,
         )
-    summary, leaks = simulation.describe_model(settings, start_date)
+    summary, leaks = served_model.describe_model(settings, start_date)
     (log.warning if leaks else log.info)(summary)
 
 
 def run(settings: Settings, runner: simulation.Runner, timeline: clock.Timeline) -> int:
     """Tick on the schedule until done; back to back while behind; back off after failures."""
-    backoff = simulation.Backoff()
+    backoff = planning.Backoff()
     last: list[simulation.TickReport] = []
 
     def tick() -> None:
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         announce_model(settings, timeline.start_date)
         runner = simulation.Runner(
             settings,
-            stop=simulation.stop_date(timeline.start_date, args.days, args.until),
+            stop=planning.stop_date(timeline.start_date, args.days, args.until),
             max_chunk_days=args.max_chunk_days,
             retrain_cooldown_days=args.retrain_cooldown_days,
             warm_kernel=not args.fresh_kernels,

@@ -13,7 +13,7 @@ import psycopg2
 import pytest
 
 from lib.config import ROOT, load_settings
-from lib.services import private_stack
+from lib.services.stack import private_stack
 
 SHARED = ROOT.parent / "shared"
 STATS19 = SHARED / "data" / "stats19"

@@ -19,7 +19,7 @@ import pandas as pd
 import psycopg2.extras
 import pytest
 
-from lib.monitoring import evidently_report, monitor
+from lib.monitoring import evidently_report, monitor, retraining
 from lib.monitoring.dashboard import PANELS, write_dashboard
 from lib.store import db
 from lib.store.metrics import DRIFT, DRIFT_ROWS_METRIC, DRIFT_SHARE_METRIC, QUALITY
@@ -141,7 +141,7 @@ def reports(fresh_database, tmp_path) -> Path:
             conn,
             reports,
             {"test_ksi_pr_auc": 0.5},
-            monitor.RetrainingPolicy(),
+            retraining.RetrainingPolicy(),
             latest_collisions=latest,
             latest_window=(FIRST + timedelta(days=7), FIRST + timedelta(days=13)),
         )

@@ -31,8 +31,10 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from lib.config import DEFAULTS_FILE, ROOT, Settings, load_settings, read_dotenv
-from lib.monitoring.monitor import RetrainingPolicy, store_metrics
-from lib.services import SUPERUSER, Stack, embedded_services
+from lib.monitoring.monitor import store_metrics
+from lib.monitoring.retraining import RetrainingPolicy
+from lib.services.postgres import SUPERUSER
+from lib.services.stack import Stack, embedded_services
 from lib.store import dashboard_queries as dashboard
 from lib.store.db import session
 from lib.store.metrics import DRIFT, DRIFT_SHARE_METRIC, PR_AUC_METRIC, QUALITY, ROC_AUC_METRIC

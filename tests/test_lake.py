@@ -15,7 +15,8 @@ import pytest
 
 from lib.config import load_settings
 from lib.data.lake import Lake, LakeError, NoSuchObject, open_lake
-from lib.services import ObjectStore, private_variables
+from lib.services.object_store import ObjectStore
+from lib.services.stack import private_variables
 
 
 @pytest.fixture(params=["s3", "file"])

@@ -27,7 +27,7 @@ from lib.data.ingest import CURATED
 from lib.data.lake import Lake
 from lib.modeling import evaluation
 from lib.modeling import model as severity_model
-from lib.monitoring import evidently_report, html_packing, monitor
+from lib.monitoring import evidently_report, html_packing, monitor, retraining
 from lib.monitoring.dashboard import mlflow_run_url, write_dashboard
 from lib.runner import executor, run_result
 from lib.store import db
@@ -95,7 +95,7 @@ def test_drift_is_found_in_the_shifted_window_and_not_in_the_others(synthetic_cu
     model = make_pipeline(StandardScaler(), LogisticRegression())
     model.fit(training[FEATURE_COLUMNS].astype("float64").fillna(-1), training["ksi"])
     reference = with_predictions(training.sample(5_000, random_state=0), model)
-    policy = monitor.RetrainingPolicy()
+    policy = retraining.RetrainingPolicy()
     results = {}
     for start in (SHIFT_START - timedelta(days=7), SHIFT_START, SHIFT_START + timedelta(days=7)):
         end = start + timedelta(days=6)
@@ -108,7 +108,7 @@ def test_drift_is_found_in_the_shifted_window_and_not_in_the_others(synthetic_cu
         )
         with db.session(database_url) as conn:
             monitor.store_metrics(conn, start, end, "1", "drift", drift.metrics(), end)
-            decision = monitor.decide_from_metrics(conn, "1", end, champion_pr_auc=None, policy=policy)
+            decision = retraining.decide_from_metrics(conn, "1", end, champion_pr_auc=None, policy=policy)
         heading = evidently_report.ReportHeading(
             evidently_report.DRIFT, start, end, "accident_severity", "1", f"{len(window):,} collisions"
         )
@@ -252,8 +252,8 @@ def test_a_window_with_one_class_gets_undefined_metrics_not_a_crash():
 def test_retraining_is_recommended_on_low_quality_or_wide_drift(
     pr_aucs, drift_share, drift_rows, champion, recommended
 ):
-    policy = monitor.RetrainingPolicy(4, quality_fraction=0.8, drift_share_threshold=0.5, min_drift_rows=300)
-    decision = monitor.decide_retraining(
+    policy = retraining.RetrainingPolicy(4, quality_fraction=0.8, drift_share_threshold=0.5, min_drift_rows=300)
+    decision = retraining.decide_retraining(
         "7", date(2024, 5, 1), pr_aucs, drift_share, drift_rows=drift_rows, champion_pr_auc=champion, policy=policy
     )
     assert decision.recommended is recommended
@@ -263,7 +263,7 @@ def test_retraining_is_recommended_on_low_quality_or_wide_drift(
 
 
 def test_the_decision_says_when_a_window_was_too_small_for_its_drift_to_count():
-    decision = monitor.decide_retraining("7", date(2024, 5, 1), [], 0.79, drift_rows=14, champion_pr_auc=0.55)
+    decision = retraining.decide_retraining("7", date(2024, 5, 1), [], 0.79, drift_rows=14, champion_pr_auc=0.55)
     assert not decision.recommended and decision.drift_too_small
     assert "14 collisions are fewer than the 300" in decision.summary()
 
@@ -277,7 +277,7 @@ def test_small_windows_drift_by_chance_and_windows_of_the_minimum_size_do_not(sy
     reference = with_predictions(training.sample(5_000, random_state=0), model)
     dates = synthetic_curated["date"]
     unshifted = synthetic_curated[(dates >= "2024-04-01") & (dates <= "2024-12-31")]
-    policy = monitor.RetrainingPolicy()
+    policy = retraining.RetrainingPolicy()
 
     def drift_shares(rows: int) -> list[float]:
         return [
@@ -295,8 +295,8 @@ def test_small_windows_drift_by_chance_and_windows_of_the_minimum_size_do_not(sy
 
 
 def test_the_decision_averages_only_the_last_windows():
-    policy = monitor.RetrainingPolicy(quality_windows=2, quality_fraction=0.8)
-    decision = monitor.decide_retraining(
+    policy = retraining.RetrainingPolicy(quality_windows=2, quality_fraction=0.8)
+    decision = retraining.decide_retraining(
         "7", date(2024, 5, 1), [0.6, 0.6, 0.1, 0.1], 0.0, drift_rows=2_000, champion_pr_auc=0.6, policy=policy
     )
     assert decision.mean_pr_auc == pytest.approx(0.6)
@@ -385,19 +385,20 @@ def test_only_windows_whose_labels_have_all_arrived_get_quality_rows(database_ur
         assert sorted(row["window_end"] for row in rows) == [end for _, end in windows[:5]]
         assert all(row["known_at"] == row["window_end"] + timedelta(days=DELAY) <= as_of for row in rows)
 
-        earlier = monitor.decide_from_metrics(conn, version, date(2024, 2, 10), champion_pr_auc=0.5)
-        later = monitor.decide_from_metrics(conn, version, as_of, champion_pr_auc=0.5)
+        earlier = retraining.decide_from_metrics(conn, version, date(2024, 2, 10), champion_pr_auc=0.5)
+        later = retraining.decide_from_metrics(conn, version, as_of, champion_pr_auc=0.5)
     assert len(earlier.recent_pr_aucs) == 1  # only the first window's labels were all known on 10 February
     assert len(later.recent_pr_aucs) == 4  # the last 4 of the 5 labelled windows
 
 
 def test_the_decision_is_recorded_once_per_simulated_day(database_url):
     version = "7"
-    low = monitor.decide_retraining(version, date(2024, 4, 1), [0.2, 0.25], 0.1, drift_rows=2_000, champion_pr_auc=0.5)
-    fine = monitor.decide_retraining(version, date(2024, 4, 1), [0.5, 0.5], 0.1, drift_rows=2_000, champion_pr_auc=0.5)
+    day = date(2024, 4, 1)
+    low = retraining.decide_retraining(version, day, [0.2, 0.25], 0.1, drift_rows=2_000, champion_pr_auc=0.5)
+    fine = retraining.decide_retraining(version, day, [0.5, 0.5], 0.1, drift_rows=2_000, champion_pr_auc=0.5)
     with db.session(database_url) as conn:
-        monitor.record_decision(conn, low, "accident_severity")
-        monitor.record_decision(conn, fine, "accident_severity")
+        retraining.record_decision(conn, low, "accident_severity")
+        retraining.record_decision(conn, fine, "accident_severity")
         events = db.fetch_dicts(
             conn, "SELECT event, details, simulated_date FROM model_events WHERE model_version = %s", (version,)
         )
@@ -530,7 +531,7 @@ def test_dashboard_shows_the_series_from_the_tables(database_url, tmp_path):
         path = write_dashboard(
             conn,
             tmp_path,
-            policy=monitor.RetrainingPolicy(drift_share_threshold=0.5),
+            policy=retraining.RetrainingPolicy(drift_share_threshold=0.5),
             latest_collisions=latest,
             latest_window=(days[7], days[13]),
             champion_run_url=mlflow_run_url("http://127.0.0.1:5000/", "abc123"),

@@ -25,8 +25,11 @@ from minio.error import S3Error
 from urllib3 import encode_multipart_formdata
 
 from lib.config import load_settings
-from lib.lake import s3_client
-from lib.services import SUPERUSER, ObjectStore, ServiceError, Stack, private_variables
+from lib.data.lake import s3_client
+from lib.services.object_store import ObjectStore
+from lib.services.postgres import SUPERUSER
+from lib.services.service import ServiceError
+from lib.services.stack import Stack, private_variables
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +95,7 @@ def test_external_services_are_neither_started_nor_stopped(tmp_path):
 
 
 def test_embedded_means_on_this_machine_whatever_the_port():
-    from lib.services import embedded_services
+    from lib.services.stack import embedded_services
 
     assert embedded_services(load_settings({}, dotenv=None)) == {"postgres", "s3", "mlflow"}
     moved = load_settings({"DATABASE_URL": "postgresql://postgres@127.0.0.1:25432/x",

@@ -29,8 +29,8 @@ from lib.config import ROOT, Settings, load_settings
 from lib.data import synth
 from lib.data.ingest import CURATED
 from lib.data.lake import Lake
-from lib.runner import clock, scenario, simulation
-from lib.services import Stack, private_variables
+from lib.runner import clock, planning, scenario, simulation
+from lib.services.stack import Stack, private_variables
 from lib.store import simulation_state
 from lib.store.db import fetch_dicts, session
 
@@ -101,18 +101,18 @@ def world(settings, tmp_path_factory) -> World:
 
 def test_monitoring_days_are_window_ends_and_label_arrivals_in_date_order():
     def point(last_end, through, windows, delay=3):
-        return simulation.next_monitoring_point(last_end, through, 5, delay, windows)
+        return planning.next_monitoring_point(last_end, through, 5, delay, windows)
 
     nothing = date(2022, 12, 31)
-    assert point(nothing, nothing, []) == simulation.MonitoringPoint(
+    assert point(nothing, nothing, []) == planning.MonitoringPoint(
         date(2023, 1, 5), (date(2023, 1, 1), date(2023, 1, 5)), True
     )
     first = (date(2023, 1, 1), date(2023, 1, 5))
     # The first window's labels arrive on the 8th, before the second window ends on the 10th.
-    assert point(first[1], first[1], [first]) == simulation.MonitoringPoint(date(2023, 1, 8), first, False)
+    assert point(first[1], first[1], [first]) == planning.MonitoringPoint(date(2023, 1, 8), first, False)
     assert point(first[1], date(2023, 1, 8), [first]).as_of == date(2023, 1, 10)
     # When the labels arrive on a window's last day, that window's own run computes the quality.
-    assert point(first[1], first[1], [first], delay=5) == simulation.MonitoringPoint(
+    assert point(first[1], first[1], [first], delay=5) == planning.MonitoringPoint(
         date(2023, 1, 10), (date(2023, 1, 6), date(2023, 1, 10)), True
     )
     # Without a label delay, quality is computed in the window's own run.
@@ -120,14 +120,14 @@ def test_monitoring_days_are_window_ends_and_label_arrivals_in_date_order():
 
 
 def test_catching_up_goes_in_bounded_chunks_and_failures_back_off():
-    assert simulation.next_chunk(date(2022, 12, 31), date(2023, 12, 31)) == (date(2023, 1, 1), date(2023, 1, 31))
-    assert simulation.next_chunk(date(2023, 12, 20), date(2023, 12, 31)) == (date(2023, 12, 21), date(2023, 12, 31))
-    assert simulation.next_chunk(date(2023, 12, 31), date(2023, 12, 31)) is None
-    assert simulation.stop_date(START, days=10) == date(2023, 1, 10)
-    assert simulation.stop_date(START, days=10, until=date(2023, 1, 4)) == date(2023, 1, 4)
-    assert simulation.stop_date(START) is None
+    assert planning.next_chunk(date(2022, 12, 31), date(2023, 12, 31)) == (date(2023, 1, 1), date(2023, 1, 31))
+    assert planning.next_chunk(date(2023, 12, 20), date(2023, 12, 31)) == (date(2023, 12, 21), date(2023, 12, 31))
+    assert planning.next_chunk(date(2023, 12, 31), date(2023, 12, 31)) is None
+    assert planning.stop_date(START, days=10) == date(2023, 1, 10)
+    assert planning.stop_date(START, days=10, until=date(2023, 1, 4)) == date(2023, 1, 4)
+    assert planning.stop_date(START) is None
 
-    backoff = simulation.Backoff(max_skip=4)
+    backoff = planning.Backoff(max_skip=4)
     skipped = []
     for _ in range(4):
         skipped.append(backoff.failed())

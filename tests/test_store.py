@@ -29,22 +29,20 @@ def sql_strings(path: Path) -> list[tuple[int, str]]:
     prose = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr)}  # docstrings
     found = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in prose:
-            if SQL_VERB.search(node.value) and tables.search(node.value):
-                found.append((node.lineno, node.value.strip().splitlines()[0]))
+        is_text = isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in prose
+        if is_text and SQL_VERB.search(node.value) and tables.search(node.value):
+            found.append((node.lineno, node.value.strip().splitlines()[0]))
     return found
 
 
 def test_the_migrations_create_the_tables_this_check_looks_for():
-    assert {"predictions", "monitoring_metrics", "notebook_runs", "simulation_state", "model_events"} <= project_tables()
+    expected = {"predictions", "monitoring_metrics", "notebook_runs", "simulation_state", "model_events"}
+    assert expected <= project_tables()
 
 
 def test_no_sql_on_the_project_tables_outside_the_store():
-    outside = [
-        path
-        for path in [*(ROOT / "lib").rglob("*.py"), *(ROOT / "notebooks").glob("*.py"), *(ROOT / "scripts").rglob("*.py")]
-        if (ROOT / "lib" / "store") not in path.parents
-    ]
+    code = [*(ROOT / "lib").rglob("*.py"), *(ROOT / "notebooks").glob("*.py"), *(ROOT / "scripts").rglob("*.py")]
+    outside = [path for path in code if (ROOT / "lib" / "store") not in path.parents]
     offenders = [f"{path.relative_to(ROOT)}:{line}: {text}" for path in outside for line, text in sql_strings(path)]
     assert not offenders, "SQL on the project's tables belongs in lib/store/:\n" + "\n".join(offenders)
 

@@ -28,7 +28,8 @@ import pytest
 import requests
 
 from lib.config import ROOT, load_settings
-from lib.services import ObjectStore, free_port_block
+from lib.services.object_store import ObjectStore
+from lib.services.service import free_port_block
 
 pytestmark = pytest.mark.slow
 

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import html
 import logging
-import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import cache
 from pathlib import Path
@@ -27,9 +25,11 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from lib.monitoring import html_packing
+from lib.monitoring.collision_map import map_figure
+from lib.monitoring.dashboard_data import DashboardData, load_dashboard_data
 from lib.monitoring.evidently_report import report_path
-from lib.monitoring.monitor import RetrainingPolicy
-from lib.store import dashboard_queries as queries
+from lib.monitoring.retraining import RetrainingPolicy
+from lib.monitoring.status_tiles import status_tiles
 from lib.store.metrics import (
     ACTUAL_SHARE_PREFIX,
     DRIFT,
@@ -68,191 +68,7 @@ PANELS = (
 COLOURS = {"fatal": "#8b0000", "serious": "#d95f02", "slight": "#1b9e77", "ksi": "#7570b3"}
 
 
-@dataclass(frozen=True)
-class DashboardData:
-    scored_per_day: pd.DataFrame
-    model_version_starts: pd.DataFrame
-    drift_share: pd.DataFrame
-    window_metrics: pd.DataFrame  # one row per window and model version, a column per metric
-    feature_drift: pd.DataFrame
-    model_events: pd.DataFrame
-    latest_decision: dict | None
-    runner: dict | None
-    champion_scores: dict[str, float]
-
-
-def _frame(conn, query: str) -> pd.DataFrame:
-    return pd.DataFrame(queries.rows(conn, query))
-
-
-def _wide(long: pd.DataFrame) -> pd.DataFrame:
-    if long.empty:
-        return pd.DataFrame(columns=["time", "window_start", "model_version"])
-    return (
-        long.pivot_table(
-            index=["time", "window_start", "model_version"], columns="metric", values="value", dropna=False
-        )
-        .reset_index()
-        .sort_values(["time", "model_version"])
-    )
-
-
-def load_dashboard_data(conn, champion_scores: Mapping[str, float] | None = None) -> DashboardData:
-    """Read every series of the dashboard. `champion_scores` (MLflow run metric names, as the keys of
-    CHAMPION_SERIES) replaces the score recorded by the latest promotion in `model_events`."""
-    if champion_scores is None:
-        latest = queries.rows(conn, queries.CHAMPION_SCORE_SQL)
-        champion_scores = {
-            f"test_{row['metric']}": row["test_score"] for row in latest if row["test_score"] is not None
-        }
-    return DashboardData(
-        scored_per_day=_frame(conn, queries.SCORED_PER_DAY_SQL),
-        model_version_starts=_frame(conn, queries.MODEL_VERSION_STARTS_SQL),
-        drift_share=_frame(conn, queries.DRIFT_SHARE_SQL),
-        window_metrics=_wide(_frame(conn, queries.WINDOW_METRICS_SQL)),
-        feature_drift=_frame(conn, queries.FEATURE_DRIFT_SQL),
-        model_events=_frame(conn, queries.MODEL_EVENTS_SQL),
-        latest_decision=queries.first_row(conn, queries.LATEST_DECISION_SQL),
-        runner=queries.first_row(conn, queries.RUNNER_SQL),
-        champion_scores=dict(champion_scores),
-    )
-
-
 # ------------------------------------------------------------------------------------------- status
-
-
-@dataclass(frozen=True)
-class Tile:
-    """One status tile: a question, its answer, a line of detail, and a state that colours it."""
-
-    question: str
-    answer: str
-    detail: str
-    state: str  # ok, warn, alert or none
-
-    def html(self) -> str:
-        return (
-            f'<div class="tile {self.state}"><div class="question">{html.escape(self.question)}</div>'
-            f'<div class="answer">{html.escape(self.answer)}</div>'
-            f'<div class="detail">{html.escape(self.detail)}</div></div>'
-        )
-
-
-def _value(row: pd.Series, metric: str) -> float | None:
-    value = row.get(metric)
-    return None if value is None or pd.isna(value) else float(value)
-
-
-def status_tiles(data: DashboardData, policy: RetrainingPolicy) -> list[Tile]:
-    """The answers the first screen gives, from the tables alone."""
-    tiles = []
-    daily, starts = data.scored_per_day, data.model_version_starts
-    today = pd.to_datetime(daily["time"]).max().date() if not daily.empty else None
-    champion_pr_auc = data.champion_scores.get("test_ksi_pr_auc")
-
-    if starts.empty:
-        tiles.append(Tile("Which model serves?", "no collision scored yet", "run 03_infer or the simulation", "none"))
-    else:
-        serving = starts.sort_values("time").iloc[-1]
-        figure = f"test KSI PR-AUC {champion_pr_auc:.3f}" if champion_pr_auc is not None else "no test figure"
-        tiles.append(
-            Tile(
-                "Which model serves?",
-                f"version {serving['model_version']}",
-                f"scoring since {serving['time']}; {figure}",
-                "ok",
-            )
-        )
-
-    drift = data.drift_share
-    if drift.empty:
-        tiles.append(Tile("Is it drifting?", "not monitored yet", "the first window has not ended", "none"))
-    else:
-        last = drift.iloc[-1]
-        rows = None if pd.isna(last["rows"]) else int(last["rows"])
-        share = float(last["share_drifted_features"])
-        metrics = data.window_metrics
-        mine = metrics[(metrics["time"] == last["time"]) & (metrics["model_version"] == last["model_version"])]
-        p_ksi_drifted = not mine.empty and _value(mine.iloc[-1], f"{DRIFT}.p_ksi_drifted") == 1
-        window = f"window {last['window_start']}..{last['time']}"
-        if policy.too_small_for_drift(rows):
-            state, answer = "none", f"{share:.0%} of features (too few collisions to count)"
-        else:
-            drifting = share >= policy.drift_share_threshold
-            state = "alert" if drifting else "ok"
-            answer = f"{'yes' if drifting else 'no'}: {share:.0%} of features drifted"
-        detail = (
-            f"{window}, {rows:,} collisions; threshold {policy.drift_share_threshold:.0%}; "
-            f"P(KSI) {'drifted' if p_ksi_drifted else 'did not drift'}"
-            if rows is not None
-            else window
-        )
-        tiles.append(Tile("Is it drifting?", answer, detail, state))
-
-    metrics = data.window_metrics
-    labelled = metrics.dropna(subset=[PR_AUC_METRIC]) if PR_AUC_METRIC in metrics else metrics.iloc[0:0]
-    if labelled.empty:
-        tiles.append(Tile("Is its labelled quality holding?", "no labels yet", "labels arrive after the delay", "none"))
-    else:
-        last = labelled.iloc[-1]
-        recent = labelled.iloc[-policy.quality_windows :][PR_AUC_METRIC].astype(float)
-        pr_auc = float(last[PR_AUC_METRIC])
-        if champion_pr_auc is None:
-            state, versus = "none", "no champion test figure to compare with"
-        else:
-            floor = policy.quality_fraction * champion_pr_auc
-            below_floor = recent.mean() < floor
-            state = "alert" if below_floor else ("warn" if pr_auc < champion_pr_auc else "ok")
-            versus = (
-                f"champion's test figure {champion_pr_auc:.3f}; mean of the last {len(recent)} "
-                f"{recent.mean():.3f} {'below' if below_floor else 'above'} the retraining floor {floor:.3f}"
-            )
-        tiles.append(
-            Tile(
-                "Is its labelled quality holding?",
-                f"KSI PR-AUC {pr_auc:.3f}",
-                f"window {last['window_start']}..{last['time']}; {versus}",
-                state,
-            )
-        )
-
-    events = data.model_events
-    retrained = events[events["event"] == "retrained"] if not events.empty else events
-    if retrained.empty:
-        tiles.append(Tile("When did it last retrain?", "not retrained", "since the simulation started", "none"))
-    else:
-        last = retrained.iloc[-1]
-        details = last["details"] or {}
-        after, before = details.get("champion_after"), details.get("champion_before")
-        outcome = f"version {after} became champion" if after != before else f"champion {before} stayed"
-        ago = f"{(today - last['time']).days} days ago, " if today is not None else ""
-        tiles.append(Tile("When did it last retrain?", f"{ago}{last['time']}", outcome, "ok"))
-
-    decision = data.latest_decision
-    if decision is not None:
-        reasons = (decision["details"] or {}).get("reasons") or []
-        recommended = decision["event"] == "retraining_recommended"
-        tiles.append(
-            Tile(
-                "Does monitoring call for retraining?",
-                "yes" if recommended else "no",
-                f"on {decision['time']}: " + ("; ".join(reasons) if reasons else "quality and drift within bounds"),
-                "alert" if recommended else "ok",
-            )
-        )
-
-    runner = data.runner
-    if runner is not None and runner["last_inferred_date"] is not None:
-        behind = max(int(runner["days_behind"]), 0)
-        tiles.append(
-            Tile(
-                "Is the runner keeping up?",
-                "up to date" if behind == 0 else f"{behind} simulated day(s) behind",
-                f"scored through {runner['last_inferred_date']}; simulated days ended through {runner['due_through']}",
-                "ok" if behind <= 1 else "warn",
-            )
-        )
-    return tiles
 
 
 # ------------------------------------------------------------------------------------------ figures
@@ -472,60 +288,6 @@ def _legend_per_panel(figure: go.Figure, rows: int) -> None:
             "yanchor": "top",
             "font": {"size": 11},
         }
-
-
-def latest_window_map(conn) -> tuple[tuple[date, date] | None, pd.DataFrame]:
-    """The latest monitored window and its located collisions, for the map."""
-    rows = pd.DataFrame(queries.rows(conn, queries.LATEST_WINDOW_MAP_SQL))
-    if rows.empty:
-        return None, rows
-    return (rows["window_start"].iloc[0], rows["window_end"].iloc[0]), rows
-
-
-def map_figure(collisions: pd.DataFrame, title: str) -> go.Figure:
-    """The collisions at their latitude and longitude, coloured by P(KSI), alerts circled; no map tiles,
-    so it opens offline. Longitude is stretched by 1/cos(latitude) so distances look right."""
-    located = collisions.dropna(subset=["latitude", "longitude"])
-    figure = go.Figure()
-    figure.add_trace(
-        go.Scatter(
-            x=located["longitude"],
-            y=located["latitude"],
-            mode="markers",
-            name="collision",
-            marker={
-                "color": located["p_ksi"],
-                "colorscale": "YlOrRd",
-                "cmin": 0,
-                "cmax": 1,
-                "size": 6,
-                "colorbar": {"title": "P(KSI)"},
-            },
-            text=[
-                f"{index}: P(KSI) {p:.2f}"
-                for index, p in zip(located["collision_index"], located["p_ksi"], strict=True)
-            ],
-            hoverinfo="text",
-        )
-    )
-    alerts = located[located["ksi_alert"].astype(bool)]
-    figure.add_trace(
-        go.Scatter(
-            x=alerts["longitude"],
-            y=alerts["latitude"],
-            mode="markers",
-            name="KSI alert",
-            marker={"symbol": "circle-open", "size": 11, "color": "black", "line": {"width": 1}},
-            hoverinfo="skip",
-        )
-    )
-    latitude = float(located["latitude"].mean()) if not located.empty else 54.0
-    figure.update_xaxes(title_text="longitude (degrees)", constrain="domain")
-    figure.update_yaxes(
-        title_text="latitude (degrees)", scaleanchor="x", scaleratio=1 / math.cos(math.radians(latitude))
-    )
-    figure.update_layout(title=title, height=650, legend={"orientation": "h", "y": -0.12}, margin={"t": 50})
-    return figure
 
 
 # --------------------------------------------------------------------------------------------- page

@@ -34,7 +34,6 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
-import mlflow
 import psycopg2
 from mlflow.exceptions import MlflowException
 
@@ -42,18 +41,17 @@ from lib.config import Settings
 from lib.data.ingest import CURATED
 from lib.data.lake import LakeError, open_lake
 from lib.errors import NeedsAction, needs_action_names
-from lib.modeling.inference import ModelNotFound
-from lib.modeling.model_run import TEST_RANGE_PARAM, range_end
 from lib.runner import executor, kernels, run_result
 from lib.runner.clock import Timeline, load_timeline
+from lib.runner.planning import MAX_CHUNK_DAYS, MonitoringPoint, day_before, next_chunk, next_monitoring_point
 from lib.runner.retention import prune_run_archive
+from lib.runner.served_model import champion_version
 from lib.store import events, metrics, predictions, simulation_state
 from lib.store.db import DatabaseError, connect, session
 from lib.store.metrics import PR_AUC_METRIC
 
 log = logging.getLogger(__name__)
 
-MAX_CHUNK_DAYS = 31  # days per 03_infer run while catching up
 # At most one retraining per this many simulated days: a rejected candidate would otherwise be
 # retrained at every window until the labels that could change it have arrived.
 RETRAIN_COOLDOWN_DAYS = 28
@@ -71,95 +69,6 @@ class StepFailed(RuntimeError):
 
 class SimulationError(RuntimeError, NeedsAction):
     """The simulation cannot go on as configured (e.g. it starts outside the ingested data)."""
-
-
-# ----------------------------------------------------------------------------------------- planning
-
-
-def day_before(day: date) -> date:
-    return day - timedelta(days=1)
-
-
-def next_chunk(last_inferred: date, target: date, max_days: int = MAX_CHUNK_DAYS) -> tuple[date, date] | None:
-    """The next days to score, (first, last), or None when everything through `target` is scored."""
-    if last_inferred >= target:
-        return None
-    first = last_inferred + timedelta(days=1)
-    return first, min(target, first + timedelta(days=max_days - 1))
-
-
-def next_window(last_monitored_end: date, window_days: int) -> tuple[date, date]:
-    """The window after the last monitored one; windows follow each other from the start date."""
-    first = last_monitored_end + timedelta(days=1)
-    return first, first + timedelta(days=window_days - 1)
-
-
-@dataclass(frozen=True)
-class MonitoringPoint:
-    """A simulated day on which 04_monitor runs for `window` with `as_of` = that day.
-
-    Either the last day of a window not monitored yet (`new_window`: its drift, the quality of
-    every window whose labels have all arrived, the decision), or the day on which the labels of
-    an already monitored window have all arrived (its quality, and the decision again).
-    """
-
-    as_of: date
-    window: tuple[date, date]
-    new_window: bool
-
-
-def next_monitoring_point(
-    last_monitored_end: date,
-    monitored_through: date,
-    window_days: int,
-    label_delay_days: int,
-    monitored_windows: list[tuple[date, date]],
-) -> MonitoringPoint:
-    """The first monitoring day after `monitored_through`: a window end or a label arrival."""
-    window = next_window(last_monitored_end, window_days)
-    point = MonitoringPoint(window[1], window, True)
-    arrivals = [
-        (end + timedelta(days=label_delay_days), (start, end))
-        for start, end in monitored_windows
-        if end + timedelta(days=label_delay_days) > monitored_through
-    ]
-    if arrivals:
-        as_of, returning = min(arrivals)
-        if as_of < point.as_of:  # on a window's last day, its own run computes the arrived quality too
-            point = MonitoringPoint(as_of, returning, False)
-    return point
-
-
-def stop_date(start_date: date, days: int | None = None, until: date | None = None) -> date | None:
-    """The last simulated day to process: the earlier of `start_date + days - 1` and `until`."""
-    candidates = [until] if until else []
-    if days is not None:
-        candidates.append(start_date + timedelta(days=days - 1))
-    return min(candidates) if candidates else None
-
-
-@dataclass
-class Backoff:
-    """After the n-th failure in a row, skip 2**(n-1) ticks (at most `max_skip`)."""
-
-    max_skip: int = 64
-    failures: int = 0
-    skip_left: int = 0
-
-    def should_skip(self) -> bool:
-        if self.skip_left:
-            self.skip_left -= 1
-            return True
-        return False
-
-    def failed(self) -> int:
-        """Record a failure; return how many ticks will be skipped."""
-        self.failures += 1
-        self.skip_left = min(2 ** (self.failures - 1), self.max_skip)
-        return self.skip_left
-
-    def succeeded(self) -> None:
-        self.failures = self.skip_left = 0
 
 
 # ------------------------------------------------------------------------------------------- state
@@ -549,49 +458,3 @@ class RunnerLock:
         self.conn = None
 
 
-def _model_version(settings: Settings):
-    """The registry's version that `settings.model_uri` names now; MlflowException if it cannot say."""
-    client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
-    if settings.model_version:
-        return client.get_model_version(settings.model_name, settings.model_version)
-    return client.get_model_version_by_alias(settings.model_name, settings.model_alias)
-
-
-def champion_version(settings: Settings) -> str | None:
-    """The version that `settings.model_uri` names right now; None when the registry cannot say."""
-    try:
-        return str(_model_version(settings).version)
-    except MlflowException:
-        return None
-
-
-def describe_model(settings: Settings, start_date: date) -> tuple[str, bool]:
-    """A sentence about the model the simulation starts with, and whether it deserves a warning.
-
-    A model whose test period (from its MLflow run) reaches the simulation's start was trained or
-    evaluated on collisions it is about to score: its monitored quality would be too good. A
-    registry without the model raises ModelNotFound: every 03_infer would fail.
-    """
-    try:
-        version = _model_version(settings)
-        run = mlflow.MlflowClient(settings.mlflow_tracking_uri).get_run(version.run_id)
-    except MlflowException as error:
-        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            raise ModelNotFound(
-                f"looked up {settings.model_uri} in the MLflow registry at {settings.mlflow_tracking_uri}: "
-                f"{error.message}. Check MODEL_NAME, MODEL_ALIAS, MODEL_VERSION and MLFLOW_TRACKING_URI in .env; "
-                "`make training-workflow` trains, registers and promotes a model"
-            ) from None
-        return f"Could not look up {settings.model_uri} in MLflow ({error}); the ticks will retry.", True
-    last_tested = range_end(run.data.params, TEST_RANGE_PARAM)
-    summary = f"The simulation scores with {settings.model_uri}, now version {version.version}"
-    if last_tested is None:
-        return summary + " (its MLflow run does not say which days it was tested on).", False
-    if last_tested >= start_date:
-        return (
-            summary + f", whose training run used collisions up to {last_tested}, on or after the simulation "
-            f"start {start_date}: it has seen the days it will score. Train on earlier years (02_train with "
-            f"test_year before {start_date.year}) or pin an older MODEL_VERSION.",
-            True,
-        )
-    return summary + f", trained and tested on collisions up to {last_tested}.", False

@@ -60,7 +60,7 @@ WHERE event IN ('promoted', 'retrained') AND simulated_date IS NOT NULL
 ORDER BY simulated_date, created_at
 """
 
-# The latest retraining decision of the monitoring (lib.monitoring.monitor.record_decision).
+# The latest retraining decision of the monitoring (lib.monitoring.retraining.record_decision).
 LATEST_DECISION_SQL = """
 SELECT simulated_date AS time, event, model_version, details
 FROM model_events

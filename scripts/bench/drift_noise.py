@@ -23,7 +23,7 @@ import pandas as pd
 
 from lib.data import stats19, synth
 from lib.data.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES, build_curated
-from lib.monitoring import monitor
+from lib.monitoring import monitor, retraining
 
 YEARS = (2023, 2024)
 
@@ -58,7 +58,7 @@ def main() -> None:
     years = curated_years(args.collisions_per_year)
     reference = with_predictions(years[YEARS[0]].sample(5_000, random_state=0), rng)
     current = with_predictions(years[YEARS[1]], rng)
-    policy = monitor.RetrainingPolicy()
+    policy = retraining.RetrainingPolicy()
     print(
         f"{args.samples} unshifted windows per size against a 5,000-row reference; retraining threshold "
         f"{policy.drift_share_threshold:.0%} of the features, min_drift_rows {policy.min_drift_rows}"

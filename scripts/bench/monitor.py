@@ -242,7 +242,7 @@ def main() -> None:
         return
 
     from lib.runner.kernels import WarmKernel
-    from lib.services import private_stack
+    from lib.services.stack import private_stack
 
     overrides = {"MODEL_NAME": MODEL_NAME, "MODEL_VERSION": "", "LABEL_DELAY_DAYS": str(LABEL_DELAY_DAYS)}
     with private_stack("bench", **overrides), tempfile.TemporaryDirectory(prefix="bench-monitor-") as folder:

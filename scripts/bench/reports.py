@@ -30,7 +30,7 @@ import psutil
 
 from lib.config import ROOT, load_settings
 from lib.runner import clock, scenario
-from lib.services import private_stack
+from lib.services.stack import private_stack
 from lib.store.db import session
 
 YEARS = (2021, 2022, 2023, 2024)

@@ -30,7 +30,7 @@ import numpy as np
 import requests
 
 from lib.config import load_settings
-from lib.services import private_stack
+from lib.services.stack import private_stack
 
 YEARS = (2022, 2023, 2024)
 WEEK = ("2024-03-04", "2024-03-10")

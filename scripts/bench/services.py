@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from lib.config import load_settings
-from lib.services import Stack, private_variables
+from lib.services.stack import Stack, private_variables
 
 
 def timed_up(stack: Stack) -> float:

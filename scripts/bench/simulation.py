@@ -34,7 +34,7 @@ import psutil
 
 from lib.config import ROOT, load_settings
 from lib.runner import clock, scenario, simulation
-from lib.services import private_stack
+from lib.services.stack import private_stack
 from lib.store import runs as notebook_runs
 from lib.store.db import session
 

@@ -130,7 +130,7 @@ def main() -> None:
         print(json.dumps(score()))
         return
 
-    from lib.services import private_stack
+    from lib.services.stack import private_stack
 
     with private_stack("bench", MODEL_NAME=MODEL_NAME):
         generated = run_child("generate", "--collisions-per-year", str(args.collisions_per_year))

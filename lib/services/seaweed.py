@@ -34,7 +34,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 SECURITY_FILE = "security.toml"
-LOCKDOWN_FLAGS = ("-disableHttp", "-admin.ui=false")
+# Telemetry off as well: weed mini reports to telemetry.seaweedfs.com by default, and a local lake has no business
+# phoning home (nor, on machines without internet, the means).
+LOCKDOWN_FLAGS = ("-disableHttp", "-admin.ui=false", "-master.telemetry=false")
 UMASK = 0o077
 
 # The gRPC sections weed mini reads: servers present `cert`, clients (the worker, the S3 gateway's
