@@ -85,6 +85,7 @@ from lib.modeling import model as severity_model
 from lib.modeling import training_run
 from lib.modeling.evaluation import SEVERITY_NAMES, confusion, is_ksi
 from lib.modeling.registry import check_primary_metric, promote_if_better
+from lib.modeling.split import split_by_labels_known, split_by_years
 
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 settings = configure()
@@ -103,12 +104,12 @@ partitions = {p.year: p for p in lake.partitions(CURATED)}
 if not partitions:
     raise RuntimeError(f"{lake.uri} has no curated collisions yet: run 01_ingest first")
 if labels_known_by:
-    split = severity_model.split_by_labels_known(date.fromisoformat(labels_known_by), settings.label_delay_days)
+    split = split_by_labels_known(date.fromisoformat(labels_known_by), settings.label_delay_days)
 else:
     test_year = test_year or max(partitions)
     validation_year = validation_year or test_year - 1
     years = parse_years(train_years, "train_years") if train_years else [y for y in partitions if y < validation_year]
-    split = severity_model.split_by_years(years, validation_year, test_year)
+    split = split_by_years(years, validation_year, test_year)
 needed = [year for year in sorted(partitions) if split.needs_year(year)]
 first = split.train_start.year if split.train_start else split.validation[0].year
 absent = [year for year in range(first, split.test[1].year + 1) if year not in partitions]

@@ -39,9 +39,8 @@ from lib.modeling.model import (
     feature_matrix,
     fit_families,
     fit_gbm,
-    split_by_labels_known,
-    split_by_years,
 )
+from lib.modeling.split import split_by_labels_known, split_by_years
 from lib.modeling.training_run import (
     DESCRIPTION_TAG,
     EXPERIMENT_KIND_TAG,

@@ -27,6 +27,7 @@ from lib.data.ingest import CURATED
 from lib.data.lake import Lake
 from lib.modeling import evaluation
 from lib.modeling import model as severity_model
+from lib.modeling.split import Split
 from lib.monitoring import evidently_report, html_packing, monitor
 from lib.monitoring.dashboard import mlflow_run_url, write_dashboard
 from lib.runner import notebooks
@@ -609,7 +610,7 @@ def monitored_stack(settings, synthetic_curated, database_url):
     lake = Lake(lake_uri, settings)
     for year, rows in synthetic_curated.groupby("collision_year"):
         lake.write_partition(CURATED, int(year), rows.reset_index(drop=True))
-    parts = severity_model.Split(
+    parts = Split(
         None, date(2023, 9, 30), (date(2023, 10, 1), date(2023, 12, 31)), (date(2024, 1, 1), date(2024, 2, 29)), "test"
     ).apply(synthetic_curated)
     fitted = severity_model.fit_gbm(parts["train"], parts["validation"], seed=0)

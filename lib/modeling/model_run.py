@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 # Where 02_train logs the reference sample in the model's run (lib.modeling.model.log_reference).
 REFERENCE_ARTIFACT = "reference/reference.parquet"
-# Run parameters "first..last" with the periods 02_train validated and tested on (lib.modeling.model.Split).
+# Run parameters "first..last" with the periods 02_train validated and tested on (lib.modeling.split.Split).
 VALIDATION_RANGE_PARAM = "validation_range"
 TEST_RANGE_PARAM = "test_range"
 PROXIED_SCHEME = "mlflow-artifacts:"

@@ -25,7 +25,7 @@ from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
 
 from lib.data.lake import Lake, Partition
-from lib.modeling.model import Split
+from lib.modeling.split import Split
 
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_DEVELOPMENT = "custom_model_development"

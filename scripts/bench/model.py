@@ -25,31 +25,32 @@ from lib.data import stats19
 from lib.data.features import build_curated
 from lib.data.synth import generate
 from lib.modeling import model as severity_model
+from lib.modeling.split import Split, split_by_years
 
 MIRROR = ROOT.parent / "shared" / "data" / "stats19" / "mirror" / "road-accidents-safety-data"
 SYNTHETIC_YEARS = (2021, 2022, 2023)
 SYNTHETIC_COLLISIONS_PER_YEAR = 130_000
 
 
-def mirror() -> tuple[pd.DataFrame, severity_model.Split]:
+def mirror() -> tuple[pd.DataFrame, Split]:
     with tempfile.TemporaryDirectory() as cache:
         years = []
         for year in range(2014, 2019):
             data = stats19.load_year(MIRROR.as_uri() + "/", year, Path(cache), progress=False)
             years.append(build_curated(data.collisions, data.vehicles, data.casualties))
-    return pd.concat(years, ignore_index=True), severity_model.split_by_years([2014, 2015, 2016], 2017, 2018)
+    return pd.concat(years, ignore_index=True), split_by_years([2014, 2015, 2016], 2017, 2018)
 
 
-def synthetic() -> tuple[pd.DataFrame, severity_model.Split]:
+def synthetic() -> tuple[pd.DataFrame, Split]:
     years = []
     for year in SYNTHETIC_YEARS:
         tables = generate([year], SYNTHETIC_COLLISIONS_PER_YEAR, seed=year)
         years.append(build_curated(tables.collisions, tables.vehicles, tables.casualties))
-    split = severity_model.split_by_years([SYNTHETIC_YEARS[0]], SYNTHETIC_YEARS[1], SYNTHETIC_YEARS[2])
+    split = split_by_years([SYNTHETIC_YEARS[0]], SYNTHETIC_YEARS[1], SYNTHETIC_YEARS[2])
     return pd.concat(years, ignore_index=True), split
 
 
-def report(name: str, curated: pd.DataFrame, split: severity_model.Split) -> None:
+def report(name: str, curated: pd.DataFrame, split: Split) -> None:
     parts = split.apply(curated)
     candidates = severity_model.fit_candidates(parts["train"], parts["validation"], seed=42)
     evaluation = severity_model.evaluate(candidates, parts["test"], resamples=1000, seed=42)
