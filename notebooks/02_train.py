@@ -84,6 +84,7 @@ from lib.data.lake import open_lake
 from lib.modeling import model as severity_model
 from lib.modeling import training_run
 from lib.modeling.evaluation import SEVERITY_NAMES, confusion, is_ksi
+from lib.modeling.mlflow_model import ALERT_THRESHOLD_PARAM, log_model, log_reference, reference_sample
 from lib.modeling.registry import check_primary_metric, promote_if_better
 from lib.modeling.split import split_by_labels_known, split_by_years
 
@@ -326,7 +327,7 @@ figures["permutation_importance.png"] = fig
 # champion.
 
 # %%
-reference = severity_model.reference_sample(model, parts["train"], rows=reference_rows, seed=seed)
+reference = reference_sample(model, parts["train"], rows=reference_rows, seed=seed)
 manifests = {str(year): partitions[year].manifest for year in needed}
 training_run.open_experiment(experiment_name)
 with mlflow.start_run(run_name=training_run.run_name(split, parts)) as run:
@@ -343,7 +344,7 @@ with mlflow.start_run(run_name=training_run.run_name(split, parts)) as run:
             "data_years": ",".join(map(str, needed)),
             "features": ",".join(FEATURE_COLUMNS),
             "alert_threshold_rule": "max F1 for KSI on validation",
-            severity_model.ALERT_THRESHOLD_PARAM: model.alert_threshold,
+            ALERT_THRESHOLD_PARAM: model.alert_threshold,
             "selected_family": candidates.selected,
             **{f"boosted_{key}": value for key, value in model.details.items() if key not in ("family", "n_iter")},
         }
@@ -370,8 +371,8 @@ with mlflow.start_run(run_name=training_run.run_name(split, parts)) as run:
     mlflow.log_text(importance.to_csv(index=False), "evaluation/permutation_importance.csv")
     for name, figure in figures.items():
         mlflow.log_figure(figure, f"figures/{name}")
-    severity_model.log_reference(reference)
-    info = severity_model.log_model(model, parts["train"], registered_model_name=model_name)
+    log_reference(reference)
+    info = log_model(model, parts["train"], registered_model_name=model_name)
 version = str(info.registered_model_version)
 training_run.describe(run_id, summary, model_name, version)
 print(f"MLflow run {run_id}; registered {model_name} version {version}.")

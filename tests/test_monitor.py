@@ -27,6 +27,7 @@ from lib.data.ingest import CURATED
 from lib.data.lake import Lake
 from lib.modeling import evaluation
 from lib.modeling import model as severity_model
+from lib.modeling.mlflow_model import log_model, log_reference, reference_sample
 from lib.modeling.split import Split
 from lib.monitoring import evidently_report, html_packing, monitor
 from lib.monitoring.dashboard import mlflow_run_url, write_dashboard
@@ -620,8 +621,8 @@ def monitored_stack(settings, synthetic_curated, database_url):
     with mlflow.start_run():
         scores = evaluation.test_metrics(parts["test"]["collision_severity"], fitted.scores(parts["test"], "gbm"))
         mlflow.log_metrics({f"test_{name}": value for name, value in scores.items() if np.isfinite(value)})
-        severity_model.log_reference(severity_model.reference_sample(fitted, parts["train"]))
-        version = str(severity_model.log_model(fitted, parts["train"], model_name).registered_model_version)
+        log_reference(reference_sample(fitted, parts["train"]))
+        version = str(log_model(fitted, parts["train"], model_name).registered_model_version)
 
     dates = synthetic_curated["date"]
     scored = synthetic_curated[(dates >= "2024-03-04") & (dates <= "2024-04-14")].reset_index(drop=True)

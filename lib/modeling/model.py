@@ -1,4 +1,4 @@
-"""The collision severity model, its baselines, and the MLflow model that serves it.
+"""The collision severity model and its baselines.
 
 The model. Every family predicts P(KSI) from `lib.data.features.FEATURE_COLUMNS` (the one documented feature
 list; personal attributes and leakage columns are not in it), plus `darkness` (derived from
@@ -33,12 +33,7 @@ Baselines, evaluated on exactly the same split and rows:
 
 Candidates and baselines are evaluated on the time split of `lib.modeling.split`.
 
-Serving. `SeverityPyfunc` wraps a fitted `SeverityModel` as an MLflow pyfunc; `log_model` logs it with
-an explicit signature (every feature a double, so curated nullable integers and JSON nulls are
-accepted), an input example and `lib/` as its code, so that `mlflow.pyfunc.load_model(uri).predict(df)`
-works in a fresh process and returns `OUTPUT_COLUMNS`. Extra input columns are ignored; missing
-feature columns raise an error that names them. The fitted estimator is pickled with cloudpickle
-inside the pyfunc (MLflow's sklearn flavour would default to skops, which refuses these tree types).
+The MLflow model that serves a fitted `SeverityModel` is `lib.modeling.mlflow_model`.
 """
 
 from __future__ import annotations
@@ -47,8 +42,6 @@ import functools
 import logging
 import math
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,10 +49,6 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.exceptions import MlflowException
-from mlflow.models import ModelSignature
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-from mlflow.types import ColSpec, Schema
 from scipy import sparse
 from scipy.optimize import minimize_scalar
 from scipy.special import expit, log_softmax, softmax
@@ -73,7 +62,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from threadpoolctl import ThreadpoolController
 
-from lib.data.features import CATEGORICAL_FEATURES, FEATURE_COLUMNS, IDENTITY_COLUMNS, TARGET_COLUMNS
+from lib.data.features import CATEGORICAL_FEATURES, FEATURE_COLUMNS
 from lib.modeling.evaluation import (
     PROBABILITY_COLUMNS,
     SEVERITIES,
@@ -84,16 +73,13 @@ from lib.modeling.evaluation import (
     max_f1_threshold,
     test_metrics,
 )
-from lib.modeling.model_run import REFERENCE_ARTIFACT
 from lib.modeling.risk_history import HISTORY_FEATURES, RiskHistory, out_of_fold
 
 log = logging.getLogger(__name__)
 
-LIB_DIR = Path(__file__).resolve().parents[1]  # the whole `lib` package
 SEVERITY_TARGET = "collision_severity"
 SCORE_TARGET = "casualty_severity_score"
 OUTPUT_COLUMNS = [*PROBABILITY_COLUMNS, "p_ksi", "predicted_severity", "ksi_alert"]
-ALERT_THRESHOLD_PARAM = "alert_threshold"  # run parameter and MLmodel metadata key: the KSI alert threshold
 NOTEBOOK_ARTIFACT_DIR = "notebook"
 MODEL = "model"
 BASELINES = ("majority", "logistic", "original_regression")
@@ -653,17 +639,6 @@ def evaluate(candidates: Candidates, frame: pd.DataFrame, resamples: int = 1000,
     return Evaluation(severity, scores, metrics, bootstrap)
 
 
-def reference_sample(model: SeverityModel, frame: pd.DataFrame, rows: int = 5000, seed: int = 0) -> pd.DataFrame:
-    """Up to `rows` collisions of `frame` (identity, targets, features) with the model's outputs, by date.
-
-    Logged with the model as `REFERENCE_ARTIFACT`: the monitoring compares new windows with it.
-    """
-    sample = frame.sample(n=min(rows, len(frame)), random_state=seed).sort_values(["date", "collision_index"])
-    keep = [c for c in (*IDENTITY_COLUMNS, *TARGET_COLUMNS, *model.feature_columns) if c in sample.columns]
-    sample = sample[keep].reset_index(drop=True)
-    return pd.concat([sample, model.predict(sample)], axis=1)
-
-
 def run_metrics(evaluation: Evaluation) -> dict[str, float]:
     """Flat MLflow metric names: `test_<metric>` for the model, `<baseline>_test_<metric>` for each
     baseline, `..._ci_low/_ci_high` for bootstrap bounds, `diff_vs_<baseline>_<metric>` for paired
@@ -681,76 +656,6 @@ def run_metrics(evaluation: Evaluation) -> dict[str, float]:
             key = prefix(row.comparison) + row.metric
         flat[f"{key}_ci_low"], flat[f"{key}_ci_high"] = row.low, row.high
     return {key: float(value) for key, value in flat.items() if np.isfinite(value)}
-
-
-def log_reference(reference: pd.DataFrame) -> None:
-    """Log the reference sample to the active run as `REFERENCE_ARTIFACT`."""
-    folder, name = REFERENCE_ARTIFACT.rsplit("/", 1)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / name
-        reference.to_parquet(path, index=False)
-        mlflow.log_artifact(str(path), artifact_path=folder)
-
-
-# -- serving --------------------------------------------------------------------------------------
-
-
-class SeverityPyfunc(mlflow.pyfunc.PythonModel):
-    """The MLflow face of a `SeverityModel`: curated rows in, `OUTPUT_COLUMNS` out."""
-
-    def __init__(self, model: SeverityModel):
-        self.model = model
-
-    # The pd.DataFrame hint tells MLflow not to add its own type-hint validation (the signature does that).
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        try:
-            return self.model.predict(model_input)
-        except ModelInputError as error:
-            # The scoring server answers this error code with HTTP 400 and the message; any other
-            # exception becomes a generic "unexpected error" that hides what was wrong with the request.
-            raise MlflowException(str(error), error_code=INVALID_PARAMETER_VALUE) from None
-
-
-def signature(model: SeverityModel) -> ModelSignature:
-    """Every feature a required double (codes as numbers, NaN for missing); the six output columns."""
-    inputs = Schema([ColSpec("double", column) for column in model.feature_columns])
-    outputs = Schema(
-        [
-            *(ColSpec("double", c) for c in (*PROBABILITY_COLUMNS, "p_ksi")),
-            ColSpec("long", "predicted_severity"),
-            ColSpec("boolean", "ksi_alert"),
-        ]
-    )
-    return ModelSignature(inputs=inputs, outputs=outputs)
-
-
-def pip_requirements() -> list[str]:
-    """The packages the pyfunc needs at load time, pinned to the versions that trained it."""
-    from importlib.metadata import version
-
-    packages = ("mlflow", "scikit-learn", "scipy", "numpy", "pandas", "pyarrow", "cloudpickle")
-    return [f"{package}=={version(package)}" for package in packages]
-
-
-def log_model(
-    model: SeverityModel, example: pd.DataFrame, registered_model_name: str | None = None, name: str = "model"
-):
-    """Log (and optionally register) the pyfunc in the active run; returns MLflow's ModelInfo.
-
-    The model carries a copy of `lib/` (sources only) so that it loads where this repository is absent."""
-    with tempfile.TemporaryDirectory() as tmp:
-        code = Path(tmp) / LIB_DIR.name
-        shutil.copytree(LIB_DIR, code, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        return mlflow.pyfunc.log_model(
-            name=name,
-            python_model=SeverityPyfunc(model),
-            code_paths=[str(code)],
-            signature=signature(model),
-            input_example=example[list(model.feature_columns)].astype("float64").head(5),
-            pip_requirements=pip_requirements(),
-            metadata={ALERT_THRESHOLD_PARAM: model.alert_threshold},
-            registered_model_name=registered_model_name,
-        )
 
 
 def attach_executed_notebook(tracking_uri: str, notebook_run_id: str, *paths: str | Path | None) -> list[str]:

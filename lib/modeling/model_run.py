@@ -27,7 +27,7 @@ from lib.errors import NeedsAction
 
 log = logging.getLogger(__name__)
 
-# Where 02_train logs the reference sample in the model's run (lib.modeling.model.log_reference).
+# Where 02_train logs the reference sample in the model's run (lib.modeling.mlflow_model.log_reference).
 REFERENCE_ARTIFACT = "reference/reference.parquet"
 # Run parameters "first..last" with the periods 02_train validated and tested on (lib.modeling.split.Split).
 VALIDATION_RANGE_PARAM = "validation_range"

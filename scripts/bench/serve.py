@@ -45,7 +45,8 @@ def prepare(collisions_per_year: int) -> None:
     from lib.data.ingest import CURATED
     from lib.data.lake import open_lake
     from lib.data.synth import generate
-    from lib.modeling.model import ALERT_THRESHOLD_PARAM, fit_gbm, log_model
+    from lib.modeling.mlflow_model import ALERT_THRESHOLD_PARAM, log_model
+    from lib.modeling.model import fit_gbm
 
     settings = load_settings()
     lake = open_lake(settings)
