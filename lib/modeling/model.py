@@ -43,10 +43,8 @@ import logging
 import math
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 from scipy import sparse
@@ -80,7 +78,6 @@ log = logging.getLogger(__name__)
 SEVERITY_TARGET = "collision_severity"
 SCORE_TARGET = "casualty_severity_score"
 OUTPUT_COLUMNS = [*PROBABILITY_COLUMNS, "p_ksi", "predicted_severity", "ksi_alert"]
-NOTEBOOK_ARTIFACT_DIR = "notebook"
 MODEL = "model"
 BASELINES = ("majority", "logistic", "original_regression")
 # The original project's regression keeps the settings it was compared with before model families existed.
@@ -656,21 +653,3 @@ def run_metrics(evaluation: Evaluation) -> dict[str, float]:
             key = prefix(row.comparison) + row.metric
         flat[f"{key}_ci_low"], flat[f"{key}_ci_high"] = row.low, row.high
     return {key: float(value) for key, value in flat.items() if np.isfinite(value)}
-
-
-def attach_executed_notebook(tracking_uri: str, notebook_run_id: str, *paths: str | Path | None) -> list[str]:
-    """Attach the outputs of one notebook execution to every MLflow run it tagged `notebook_run_id`.
-
-    For the executor: pass its run id as the notebook's `notebook_run_id` parameter, and once the
-    executed notebook and HTML are written, call this with them. The files go under `notebook/` of
-    each run (after the run ended). Returns the MLflow run ids."""
-    client = mlflow.MlflowClient(tracking_uri)
-    runs = client.search_runs(
-        [e.experiment_id for e in client.search_experiments()],
-        filter_string=f"tags.notebook_run_id = '{notebook_run_id}'",
-    )
-    for run in runs:
-        for path in paths:
-            if path is not None and Path(path).exists():
-                client.log_artifact(run.info.run_id, str(path), artifact_path=NOTEBOOK_ARTIFACT_DIR)
-    return [run.info.run_id for run in runs]

@@ -12,12 +12,15 @@
   periods it served as context (`training`, `validation`, `test`).
 * The verdict against each baseline is the run's description (`mlflow.note.content`) and the
   registered version's description.
+* The executed notebook (ipynb and HTML) is attached to every run it made, under `notebook/`
+  (`attach_executed_notebook`, called by the notebook executor).
 """
 
 from __future__ import annotations
 
 import warnings
 from datetime import date
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -32,6 +35,7 @@ MODEL_DEVELOPMENT = "custom_model_development"
 DESCRIPTION_TAG = "mlflow.note.content"
 DIGEST_LENGTH = 36  # MLflow's datasets.digest column
 CONTEXTS = {"train": "training", "validation": "validation", "test": "test"}
+NOTEBOOK_ARTIFACT_DIR = "notebook"
 
 
 def open_experiment(name: str) -> str:
@@ -98,3 +102,21 @@ def describe(run_id: str, text: str, model_name: str | None = None, version: str
     client.set_tag(run_id, DESCRIPTION_TAG, text)
     if model_name and version:
         client.update_model_version(model_name, version, description=text)
+
+
+def attach_executed_notebook(tracking_uri: str, notebook_run_id: str, *paths: str | Path | None) -> list[str]:
+    """Attach the outputs of one notebook execution to every MLflow run it tagged `notebook_run_id`.
+
+    For the executor: pass its run id as the notebook's `notebook_run_id` parameter, and once the
+    executed notebook and HTML are written, call this with them. The files go under `notebook/` of
+    each run (after the run ended). Returns the MLflow run ids."""
+    client = mlflow.MlflowClient(tracking_uri)
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        filter_string=f"tags.notebook_run_id = '{notebook_run_id}'",
+    )
+    for run in runs:
+        for path in paths:
+            if path is not None and Path(path).exists():
+                client.log_artifact(run.info.run_id, str(path), artifact_path=NOTEBOOK_ARTIFACT_DIR)
+    return [run.info.run_id for run in runs]

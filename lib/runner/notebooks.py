@@ -742,7 +742,7 @@ def _attach_to_mlflow_runs(result: RunResult) -> str | None:
 
     Returns a warning when that did not happen (None when it did, or when a failed run made no MLflow run).
     """
-    from lib.modeling.model import attach_executed_notebook  # imports MLflow: only for notebooks that log to it
+    from lib.modeling.training_run import attach_executed_notebook  # imports MLflow: only for notebooks that log to it
 
     tracking_uri = load_settings().mlflow_tracking_uri
     try:
