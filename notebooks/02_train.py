@@ -27,7 +27,7 @@
 #   constraints for the risks the literature agrees on, and regularisation scaled to the number of rows;
 #   `linear`, an L2-regularised logistic regression on one-hot codes; `textbook`, a logistic regression
 #   on the agreed risks alone; and `blend`, the calibrated mean of the three. A separate model splits
-#   P(KSI) into fatal and serious. `lib/modeling/model.py` documents every rule.
+#   P(KSI) into fatal and serious. `lib/modeling/candidates.py` and `lib/modeling/model.py` document every rule.
 # * **Where and when**: besides the collision's own features, the families see the KSI share of earlier
 #   collisions in the same ~1 km cell, on the same road class there, and at the same speed limit,
 #   learnt from the training rows only and shrunk towards the wider area (`lib/modeling/risk_history.py`).
@@ -81,8 +81,8 @@ from lib.config import configure, parse_years
 from lib.data.features import FEATURE_COLUMNS
 from lib.data.ingest import CURATED
 from lib.data.lake import open_lake
-from lib.modeling import model as severity_model
 from lib.modeling import training_run
+from lib.modeling.candidates import MODEL, evaluate, fit_candidates, run_metrics
 from lib.modeling.evaluation import SEVERITY_NAMES, confusion, is_ksi
 from lib.modeling.mlflow_model import ALERT_THRESHOLD_PARAM, log_model, log_reference, reference_sample
 from lib.modeling.registry import check_primary_metric, promote_if_better
@@ -149,7 +149,7 @@ figures["class_shares_by_year.png"] = fig
 
 # %%
 fit_started = time.monotonic()
-candidates = severity_model.fit_candidates(parts["train"], parts["validation"], seed=seed)
+candidates = fit_candidates(parts["train"], parts["validation"], seed=seed)
 fit_seconds = time.monotonic() - fit_started
 model = candidates.model
 display(candidates.validation.style.format(precision=3, na_rep="–"))
@@ -178,7 +178,7 @@ display(
 # original regression has no probabilities, hence no Brier score or log loss.
 
 # %%
-evaluation = severity_model.evaluate(candidates, parts["test"], resamples=bootstrap_resamples, seed=seed)
+evaluation = evaluate(candidates, parts["test"], resamples=bootstrap_resamples, seed=seed)
 boot = evaluation.bootstrap
 intervals = boot[~boot["comparison"].str.contains(" - ")].set_index(["comparison", "metric"])
 comparison = evaluation.metrics.copy()
@@ -225,7 +225,7 @@ def verdict(row) -> str:
 
 
 test_part = split_table.loc["test"]
-own = {metric: intervals.loc[(severity_model.MODEL, metric)] for metric in ("ksi_roc_auc", "ksi_pr_auc")}
+own = {metric: intervals.loc[(MODEL, metric)] for metric in ("ksi_roc_auc", "ksi_pr_auc")}
 summary = (  # also the MLflow run's and the registered version's description
     f"On the test period ({test_part['first_date']} to {test_part['last_date']}: {test_part['collisions']:,} "
     f"collisions, {test_part['fatal'] + test_part['serious']:,} of them KSI) the model "
@@ -260,13 +260,13 @@ figures["roc_pr_curves.png"] = fig
 
 # %%
 fig, (cal_ax, cm_ax) = plt.subplots(1, 2, figsize=(11, 4.5))
-for name in (severity_model.MODEL, "logistic"):
+for name in (MODEL, "logistic"):
     observed, predicted = calibration_curve(ksi, evaluation.scores[name].ksi_score, n_bins=10, strategy="quantile")
     cal_ax.plot(predicted, observed, marker="o", label=name)
 cal_ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
 cal_ax.set(title="Calibration of P(KSI) (test, deciles)", xlabel="predicted P(KSI)", ylabel="observed KSI share")
 cal_ax.legend(fontsize=8)
-matrix = confusion(evaluation.severity, evaluation.scores[severity_model.MODEL].predicted)
+matrix = confusion(evaluation.severity, evaluation.scores[MODEL].predicted)
 cm_ax.imshow(matrix.to_numpy(), cmap="Blues")
 for (i, j), count in np.ndenumerate(matrix.to_numpy()):
     cm_ax.text(j, i, f"{count:,}", ha="center", va="center")
@@ -351,7 +351,7 @@ with mlflow.start_run(run_name=training_run.run_name(split, parts)) as run:
     )
     for part, row in split_table.iterrows():
         mlflow.log_metrics({f"{part}_collisions": row["collisions"], f"{part}_ksi_share": row["ksi_share"]})
-    mlflow.log_metrics(severity_model.run_metrics(evaluation))
+    mlflow.log_metrics(run_metrics(evaluation))
     mlflow.log_metrics({"n_iter": model.details["n_iter"], "fit_seconds": fit_seconds})
     mlflow.log_metrics(
         {

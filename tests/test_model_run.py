@@ -12,7 +12,7 @@ import pytest
 
 from lib.data import stats19, synth
 from lib.data.features import build_curated
-from lib.modeling import model as severity_model
+from lib.modeling.candidates import fit_majority
 from lib.modeling.mlflow_model import log_model, log_reference, reference_sample
 from lib.modeling.model_run import TEST_RANGE_PARAM, ModelRunError, load_model_run, proxied_url, range_end
 
@@ -28,7 +28,7 @@ def curated(tmp_path_factory) -> pd.DataFrame:
 def register(settings, curated: pd.DataFrame, artifact_location: str | None = None) -> tuple[str, str, pd.DataFrame]:
     """Log a run as 02_train does (test metrics, the reference sample, the model) and register its model;
     returns the model name, the version and the reference that was logged."""
-    model = severity_model.fit_majority(curated)
+    model = fit_majority(curated)
     reference = reference_sample(model, curated, rows=300)
     name = "model_run_" + uuid.uuid4().hex[:6]
     client = mlflow.MlflowClient(settings.mlflow_tracking_uri)

@@ -26,7 +26,7 @@ from lib.data.features import CATEGORICAL_FEATURES, FEATURE_COLUMNS, NUMERIC_FEA
 from lib.data.ingest import CURATED
 from lib.data.lake import Lake
 from lib.modeling import evaluation
-from lib.modeling import model as severity_model
+from lib.modeling.candidates import fit_gbm
 from lib.modeling.mlflow_model import log_model, log_reference, reference_sample
 from lib.modeling.split import Split
 from lib.monitoring import evidently_report, html_packing, monitor
@@ -614,7 +614,7 @@ def monitored_stack(settings, synthetic_curated, database_url):
     parts = Split(
         None, date(2023, 9, 30), (date(2023, 10, 1), date(2023, 12, 31)), (date(2024, 1, 1), date(2024, 2, 29)), "test"
     ).apply(synthetic_curated)
-    fitted = severity_model.fit_gbm(parts["train"], parts["validation"], seed=0)
+    fitted = fit_gbm(parts["train"], parts["validation"], seed=0)
     model_name = "monitor_test_" + uuid.uuid4().hex[:6]
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     mlflow.set_experiment(model_name)

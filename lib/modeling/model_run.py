@@ -1,7 +1,7 @@
 """The run behind a registered model version, read over MLflow's REST API without importing MLflow.
 
 Monitoring needs three things from the tracking server: the run that produced a model version, that
-run's test metrics and the reference sample logged with it. Importing MLflow (and `lib.modeling.model`, which
+run's test metrics and the reference sample logged with it. Importing MLflow (and `lib.modeling.mlflow_model`, which
 needs it) costs a fresh 04_monitor kernel about 0.8 s of its 8 s budget, so these are plain GET
 requests: `model-versions/get` and `runs/get` of the REST API, and the artifact proxy for the
 reference. Only a server that does not proxy artifacts (`mlflow server --no-serve-artifacts`; the

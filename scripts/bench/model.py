@@ -1,6 +1,6 @@
 """Benchmark: how good the model families and baselines are, on the real mirror and on synthetic data.
 
-Fits `lib.modeling.model.fit_candidates` in process (no services) and prints, as markdown tables, each family's
+Fits `lib.modeling.candidates.fit_candidates` in process (no services) and prints, as markdown tables, each family's
 validation KSI ROC-AUC, PR-AUC and Brier score (the selection), then every candidate's test KSI ROC-AUC
 and PR-AUC with 95% bootstrap intervals (1,000 resamples, seed 42, as 02_train), Brier score and alert
 precision, and the registered model's paired differences. The same figures appear in 02_train's report.
@@ -24,7 +24,7 @@ from lib.config import ROOT
 from lib.data import stats19
 from lib.data.features import build_curated
 from lib.data.synth import generate
-from lib.modeling import model as severity_model
+from lib.modeling.candidates import MODEL, evaluate, fit_candidates
 from lib.modeling.split import Split, split_by_years
 
 MIRROR = ROOT.parent / "shared" / "data" / "stats19" / "mirror" / "road-accidents-safety-data"
@@ -52,8 +52,8 @@ def synthetic() -> tuple[pd.DataFrame, Split]:
 
 def report(name: str, curated: pd.DataFrame, split: Split) -> None:
     parts = split.apply(curated)
-    candidates = severity_model.fit_candidates(parts["train"], parts["validation"], seed=42)
-    evaluation = severity_model.evaluate(candidates, parts["test"], resamples=1000, seed=42)
+    candidates = fit_candidates(parts["train"], parts["validation"], seed=42)
+    evaluation = evaluate(candidates, parts["test"], resamples=1000, seed=42)
     print(f"\n## {name}: {split.rule}; selected `{candidates.selected}`\n")
     print("| family | validation KSI ROC-AUC | PR-AUC | Brier |\n|---|---|---|---|")
     for family, row in candidates.validation.iterrows():
@@ -68,9 +68,9 @@ def report(name: str, curated: pd.DataFrame, split: Split) -> None:
             f"({pr.low:.3f}-{pr.high:.3f}) | {metrics['ksi_brier']:.3f} | {metrics['ksi_precision']:.3f} |"
         )
     print("\n| model minus | KSI ROC-AUC (95% CI) | KSI PR-AUC (95% CI) |\n|---|---|---|")
-    for other in evaluation.metrics.index.drop(severity_model.MODEL):
-        roc = boot.loc[(f"{severity_model.MODEL} - {other}", "ksi_roc_auc")]
-        pr = boot.loc[(f"{severity_model.MODEL} - {other}", "ksi_pr_auc")]
+    for other in evaluation.metrics.index.drop(MODEL):
+        roc = boot.loc[(f"{MODEL} - {other}", "ksi_roc_auc")]
+        pr = boot.loc[(f"{MODEL} - {other}", "ksi_pr_auc")]
         print(
             f"| {other} | {roc.estimate:+.3f} ({roc.low:+.3f} to {roc.high:+.3f}) "
             f"| {pr.estimate:+.3f} ({pr.low:+.3f} to {pr.high:+.3f}) |"
