@@ -12,8 +12,7 @@ from datetime import date, timedelta
 
 import pandas as pd
 
-from lib.modeling.evaluation import is_ksi
-from lib.modeling.model import SEVERITY_TARGET, ModelInputError
+from lib.modeling.model import ModelInputError
 from lib.modeling.model_run import TEST_RANGE_PARAM, VALIDATION_RANGE_PARAM
 
 DEFAULT_VALIDATION_DAYS = 90
@@ -60,25 +59,6 @@ class Split:
             VALIDATION_RANGE_PARAM: f"{self.validation[0]}..{self.validation[1]}",
             TEST_RANGE_PARAM: f"{self.test[0]}..{self.test[1]}",
         }
-
-    def describe(self, parts: dict[str, pd.DataFrame]) -> pd.DataFrame:
-        """One row per part: dates, collisions and class shares, for the report and the run."""
-        rows = []
-        for part, frame in parts.items():
-            severity = frame[SEVERITY_TARGET]
-            rows.append(
-                {
-                    "part": part,
-                    "first_date": pd.to_datetime(frame["date"]).min().date(),
-                    "last_date": pd.to_datetime(frame["date"]).max().date(),
-                    "collisions": len(frame),
-                    "fatal": int((severity == 1).sum()),
-                    "serious": int((severity == 2).sum()),
-                    "slight": int((severity == 3).sum()),
-                    "ksi_share": float(is_ksi(severity).mean()),
-                }
-            )
-        return pd.DataFrame(rows).set_index("part")
 
 
 def split_by_years(train_years: list[int] | tuple[int, ...], validation_year: int, test_year: int) -> Split:
