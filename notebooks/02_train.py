@@ -31,7 +31,7 @@
 #   constraints for the risks the literature agrees on, and regularisation scaled to the number of rows;
 #   `linear`, an L2-regularised logistic regression on one-hot codes; `textbook`, a logistic regression
 #   on the agreed risks alone; and `blend`, the calibrated mean of the three. A separate model splits
-#   P(KSI) into fatal and serious. `lib/modeling/model.py` documents every rule.
+#   P(KSI) into fatal and serious. `lib/modeling/candidates.py` and `lib/modeling/model.py` document every rule.
 # * **Where and when**: besides the collision's own features, the families see the KSI share of earlier
 #   collisions in the same ~1 km cell, on the same road class there, and at the same speed limit,
 #   learnt from the training rows only and shrunk towards the wider area (`lib/modeling/risk_history.py`).
@@ -85,10 +85,12 @@ from lib.config import configure, parse_years
 from lib.data.features import FEATURE_COLUMNS
 from lib.data.ingest import CURATED
 from lib.data.lake import open_lake
-from lib.modeling import model as severity_model
 from lib.modeling import training_run
+from lib.modeling.candidates import MODEL, evaluate, fit_candidates, run_metrics
 from lib.modeling.evaluation import SEVERITY_NAMES, confusion, is_ksi
+from lib.modeling.mlflow_model import ALERT_THRESHOLD_PARAM, log_model, log_reference, reference_sample
 from lib.modeling.registry import check_primary_metric, promote_if_better
+from lib.modeling.split import split_by_labels_known, split_by_years
 
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 settings = configure()
@@ -107,12 +109,12 @@ partitions = {p.year: p for p in lake.partitions(CURATED)}
 if not partitions:
     raise RuntimeError(f"{lake.uri} has no curated collisions yet: run 01_ingest first")
 if labels_known_by:
-    split = severity_model.split_by_labels_known(date.fromisoformat(labels_known_by), settings.label_delay_days)
+    split = split_by_labels_known(date.fromisoformat(labels_known_by), settings.label_delay_days)
 else:
     test_year = test_year or max(partitions)
     validation_year = validation_year or test_year - 1
     years = parse_years(train_years, "train_years") if train_years else [y for y in partitions if y < validation_year]
-    split = severity_model.split_by_years(years, validation_year, test_year)
+    split = split_by_years(years, validation_year, test_year)
 needed = [year for year in sorted(partitions) if split.needs_year(year)]
 first = split.train_start.year if split.train_start else split.validation[0].year
 absent = [year for year in range(first, split.test[1].year + 1) if year not in partitions]
@@ -125,7 +127,22 @@ curated = lake.read_dataset(CURATED, needed)
 curated = curated[curated["date"] <= pd.Timestamp(split.test[1])]  # nothing later, labelled or not, is looked at
 parts = split.apply(curated)
 print(f"Split: {split.rule}.")
-split_table = split.describe(parts)
+# One row per part: dates, collisions and class shares (logged to the run, and quoted in the verdict below).
+split_table = pd.DataFrame(
+    [
+        {
+            "part": part,
+            "first_date": pd.to_datetime(frame["date"]).min().date(),
+            "last_date": pd.to_datetime(frame["date"]).max().date(),
+            "collisions": len(frame),
+            "fatal": int((frame["collision_severity"] == 1).sum()),
+            "serious": int((frame["collision_severity"] == 2).sum()),
+            "slight": int((frame["collision_severity"] == 3).sum()),
+            "ksi_share": float(is_ksi(frame["collision_severity"]).mean()),
+        }
+        for part, frame in parts.items()
+    ]
+).set_index("part")
 display(split_table)
 
 # %%
@@ -151,7 +168,7 @@ figures["class_shares_by_year.png"] = fig
 
 # %%
 fit_started = time.monotonic()
-candidates = severity_model.fit_candidates(parts["train"], parts["validation"], seed=seed)
+candidates = fit_candidates(parts["train"], parts["validation"], seed=seed)
 fit_seconds = time.monotonic() - fit_started
 model = candidates.model
 display(candidates.validation.style.format(precision=3, na_rep="–"))
@@ -180,7 +197,7 @@ display(
 # original regression has no probabilities, hence no Brier score or log loss.
 
 # %%
-evaluation = severity_model.evaluate(candidates, parts["test"], resamples=bootstrap_resamples, seed=seed)
+evaluation = evaluate(candidates, parts["test"], resamples=bootstrap_resamples, seed=seed)
 boot = evaluation.bootstrap
 intervals = boot[~boot["comparison"].str.contains(" - ")].set_index(["comparison", "metric"])
 comparison = evaluation.metrics.copy()
@@ -227,7 +244,7 @@ def verdict(row) -> str:
 
 
 test_part = split_table.loc["test"]
-own = {metric: intervals.loc[(severity_model.MODEL, metric)] for metric in ("ksi_roc_auc", "ksi_pr_auc")}
+own = {metric: intervals.loc[(MODEL, metric)] for metric in ("ksi_roc_auc", "ksi_pr_auc")}
 summary = (  # also the MLflow run's and the registered version's description
     f"On the test period ({test_part['first_date']} to {test_part['last_date']}: {test_part['collisions']:,} "
     f"collisions, {test_part['fatal'] + test_part['serious']:,} of them KSI) the model "
@@ -262,13 +279,13 @@ figures["roc_pr_curves.png"] = fig
 
 # %%
 fig, (cal_ax, cm_ax) = plt.subplots(1, 2, figsize=(11, 4.5))
-for name in (severity_model.MODEL, "logistic"):
+for name in (MODEL, "logistic"):
     observed, predicted = calibration_curve(ksi, evaluation.scores[name].ksi_score, n_bins=10, strategy="quantile")
     cal_ax.plot(predicted, observed, marker="o", label=name)
 cal_ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
 cal_ax.set(title="Calibration of P(KSI) (test, deciles)", xlabel="predicted P(KSI)", ylabel="observed KSI share")
 cal_ax.legend(fontsize=8)
-matrix = confusion(evaluation.severity, evaluation.scores[severity_model.MODEL].predicted)
+matrix = confusion(evaluation.severity, evaluation.scores[MODEL].predicted)
 cm_ax.imshow(matrix.to_numpy(), cmap="Blues")
 for (i, j), count in np.ndenumerate(matrix.to_numpy()):
     cm_ax.text(j, i, f"{count:,}", ha="center", va="center")
@@ -329,7 +346,7 @@ figures["permutation_importance.png"] = fig
 # champion.
 
 # %%
-reference = severity_model.reference_sample(model, parts["train"], rows=reference_rows, seed=seed)
+reference = reference_sample(model, parts["train"], rows=reference_rows, seed=seed)
 manifests = {str(year): partitions[year].manifest for year in needed}
 training_run.open_experiment(experiment_name)
 with mlflow.start_run(run_name=training_run.run_name(split, parts)) as run:
@@ -346,14 +363,14 @@ with mlflow.start_run(run_name=training_run.run_name(split, parts)) as run:
             "data_years": ",".join(map(str, needed)),
             "features": ",".join(FEATURE_COLUMNS),
             "alert_threshold_rule": "max F1 for KSI on validation",
-            severity_model.ALERT_THRESHOLD_PARAM: model.alert_threshold,
+            ALERT_THRESHOLD_PARAM: model.alert_threshold,
             "selected_family": candidates.selected,
             **{f"boosted_{key}": value for key, value in model.details.items() if key not in ("family", "n_iter")},
         }
     )
     for part, row in split_table.iterrows():
         mlflow.log_metrics({f"{part}_collisions": row["collisions"], f"{part}_ksi_share": row["ksi_share"]})
-    mlflow.log_metrics(severity_model.run_metrics(evaluation))
+    mlflow.log_metrics(run_metrics(evaluation))
     mlflow.log_metrics({"n_iter": model.details["n_iter"], "fit_seconds": fit_seconds})
     mlflow.log_metrics(
         {
@@ -373,8 +390,8 @@ with mlflow.start_run(run_name=training_run.run_name(split, parts)) as run:
     mlflow.log_text(importance.to_csv(index=False), "evaluation/permutation_importance.csv")
     for name, figure in figures.items():
         mlflow.log_figure(figure, f"figures/{name}")
-    severity_model.log_reference(reference)
-    info = severity_model.log_model(model, parts["train"], registered_model_name=model_name)
+    log_reference(reference)
+    info = log_model(model, parts["train"], registered_model_name=model_name)
 version = str(info.registered_model_version)
 training_run.describe(run_id, summary, model_name, version)
 print(f"MLflow run {run_id}; registered {model_name} version {version}.")

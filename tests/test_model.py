@@ -26,26 +26,22 @@ from lib.data.features import FEATURE_COLUMNS, LEAKAGE_COLUMNS, PERSONAL_COLUMNS
 from lib.data.ingest import CURATED
 from lib.data.lake import Lake
 from lib.data.synth import generate
+from lib.modeling.candidates import BASELINES, FAMILIES, fit_families, fit_gbm
 from lib.modeling.evaluation import _resample_weights, _SortedScore, bootstrap_auc, max_f1_threshold
 from lib.modeling.model import (
-    BASELINES,
-    FAMILIES,
     OUTPUT_COLUMNS,
     FastEncoding,
     ModelInputError,
     _one_hot_encoder,
-    attach_executed_notebook,
     categorical_mask,
     feature_matrix,
-    fit_families,
-    fit_gbm,
-    split_by_labels_known,
-    split_by_years,
 )
+from lib.modeling.split import split_by_labels_known, split_by_years
 from lib.modeling.training_run import (
     DESCRIPTION_TAG,
     EXPERIMENT_KIND_TAG,
     MODEL_DEVELOPMENT,
+    attach_executed_notebook,
     contexts,
     experiments_url,
     run_name,

@@ -12,7 +12,8 @@ import pytest
 
 from lib.data import stats19, synth
 from lib.data.features import build_curated
-from lib.modeling import model as severity_model
+from lib.modeling.candidates import fit_majority
+from lib.modeling.mlflow_model import log_model, log_reference, reference_sample
 from lib.modeling.model_run import TEST_RANGE_PARAM, ModelRunError, load_model_run, proxied_url, range_end
 
 
@@ -27,8 +28,8 @@ def curated(tmp_path_factory) -> pd.DataFrame:
 def register(settings, curated: pd.DataFrame, artifact_location: str | None = None) -> tuple[str, str, pd.DataFrame]:
     """Log a run as 02_train does (test metrics, the reference sample, the model) and register its model;
     returns the model name, the version and the reference that was logged."""
-    model = severity_model.fit_majority(curated)
-    reference = severity_model.reference_sample(model, curated, rows=300)
+    model = fit_majority(curated)
+    reference = reference_sample(model, curated, rows=300)
     name = "model_run_" + uuid.uuid4().hex[:6]
     client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
     experiment = client.create_experiment(name, artifact_location=artifact_location)
@@ -36,8 +37,8 @@ def register(settings, curated: pd.DataFrame, artifact_location: str | None = No
     with mlflow.start_run(experiment_id=experiment):
         mlflow.log_metrics({"test_ksi_pr_auc": 0.31, "test_ksi_roc_auc": 0.5})
         mlflow.log_metric("test_ksi_pr_auc", 0.29)  # logged twice: the latest value counts
-        severity_model.log_reference(reference)
-        version = severity_model.log_model(model, curated, registered_model_name=name).registered_model_version
+        log_reference(reference)
+        version = log_model(model, curated, registered_model_name=name).registered_model_version
     return name, str(version), reference
 
 

@@ -26,7 +26,9 @@ from lib.data.features import CATEGORICAL_FEATURES, FEATURE_COLUMNS, NUMERIC_FEA
 from lib.data.ingest import CURATED
 from lib.data.lake import Lake
 from lib.modeling import evaluation
-from lib.modeling import model as severity_model
+from lib.modeling.candidates import fit_gbm
+from lib.modeling.mlflow_model import log_model, log_reference, reference_sample
+from lib.modeling.split import Split
 from lib.monitoring import evidently_report, html_packing, monitor, retraining
 from lib.monitoring.dashboard import mlflow_run_url, write_dashboard
 from lib.runner import executor, run_result
@@ -611,18 +613,18 @@ def monitored_stack(settings, synthetic_curated, database_url):
     lake = Lake(lake_uri, settings)
     for year, rows in synthetic_curated.groupby("collision_year"):
         lake.write_partition(CURATED, int(year), rows.reset_index(drop=True))
-    parts = severity_model.Split(
+    parts = Split(
         None, date(2023, 9, 30), (date(2023, 10, 1), date(2023, 12, 31)), (date(2024, 1, 1), date(2024, 2, 29)), "test"
     ).apply(synthetic_curated)
-    fitted = severity_model.fit_gbm(parts["train"], parts["validation"], seed=0)
+    fitted = fit_gbm(parts["train"], parts["validation"], seed=0)
     model_name = "monitor_test_" + uuid.uuid4().hex[:6]
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     mlflow.set_experiment(model_name)
     with mlflow.start_run():
         scores = evaluation.test_metrics(parts["test"]["collision_severity"], fitted.scores(parts["test"], "gbm"))
         mlflow.log_metrics({f"test_{name}": value for name, value in scores.items() if np.isfinite(value)})
-        severity_model.log_reference(severity_model.reference_sample(fitted, parts["train"]))
-        version = str(severity_model.log_model(fitted, parts["train"], model_name).registered_model_version)
+        log_reference(reference_sample(fitted, parts["train"]))
+        version = str(log_model(fitted, parts["train"], model_name).registered_model_version)
 
     dates = synthetic_curated["date"]
     scored = synthetic_curated[(dates >= "2024-03-04") & (dates <= "2024-04-14")].reset_index(drop=True)

@@ -8,8 +8,10 @@ import pytest
 
 from lib.data.features import FEATURE_COLUMNS, build_curated
 from lib.data.synth import generate
-from lib.modeling.model import feature_matrix, fit_families, split_by_labels_known, split_by_years
+from lib.modeling.candidates import fit_families
+from lib.modeling.model import feature_matrix
 from lib.modeling.risk_history import HISTORY_FEATURES, PRIOR_COLLISIONS, RiskHistory, out_of_fold
+from lib.modeling.split import split_by_labels_known, split_by_years
 
 
 @pytest.fixture(scope="module")

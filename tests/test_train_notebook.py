@@ -15,7 +15,8 @@ import pytest
 from lib.data.features import TARGET_COLUMNS
 from lib.data.ingest import CURATED
 from lib.data.lake import open_lake
-from lib.modeling.model import BASELINES, OUTPUT_COLUMNS
+from lib.modeling.candidates import BASELINES
+from lib.modeling.model import OUTPUT_COLUMNS
 from lib.runner.executor import execute
 
 pytestmark = pytest.mark.slow

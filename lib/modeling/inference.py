@@ -42,7 +42,9 @@ from lib.data.features import TARGET_COLUMNS
 from lib.data.ingest import CURATED
 from lib.data.lake import Lake
 from lib.errors import NeedsAction
-from lib.modeling.model import ALERT_THRESHOLD_PARAM, OUTPUT_COLUMNS, PROBABILITY_COLUMNS
+from lib.modeling.evaluation import PROBABILITY_COLUMNS
+from lib.modeling.mlflow_model import ALERT_THRESHOLD_PARAM
+from lib.modeling.model import OUTPUT_COLUMNS
 from lib.store import predictions as stored_predictions
 from lib.store.db import session
 

@@ -1,118 +1,51 @@
-"""The collision severity model, its baselines, the time split, and the MLflow model that serves it.
+"""The collision severity model: what a fitted model is made of, and how it scores.
 
-The model. Every family predicts P(KSI) from `lib.data.features.FEATURE_COLUMNS` (the one documented feature
-list; personal attributes and leakage columns are not in it), plus `darkness` (derived from
-`light_conditions`) and the history features of `lib.modeling.risk_history` (KSI shares of earlier training
-collisions in the same place, on the same road class there, at the same speed limit), which the
-fitted model carries, so a request needs only the features:
-* `boosted`: a HistGradientBoostingClassifier with native categorical codes, monotone constraints on the
-  risks the road-safety literature agrees on (`MONOTONE_INCREASING`), regularisation scaled to the
-  number of training rows (`boosted_params`), early-stopped on the validation log loss;
-* `linear`: an L2-regularised logistic regression on one-hot codes and scaled numbers;
-* `textbook`: the same on the agreed risks alone (`FAMILY_INPUTS`), which generalises from few rows;
-* `blend`: the mean of the three families' calibrated log-odds, calibrated again.
-Each is calibrated by Platt scaling on the validation period (two numbers: a scale and the base rate of
-the latest labelled period). The blend is selected unless a single family beats it on validation KSI
-PR-AUC with a paired bootstrap interval above zero (`fit_families`).
+Every model predicts from `lib.data.features.FEATURE_COLUMNS` (the one documented feature list; personal
+attributes and leakage columns are not in it). The model families (`lib.modeling.candidates`) also see
+`darkness` (derived from `light_conditions`) and the history features of `lib.modeling.risk_history` (KSI
+shares of earlier training collisions in the same place, on the same road class there, at the same speed
+limit), which the fitted model carries, so a request needs only the features (`family_matrix`):
+* P(KSI) is the mean of the members' calibrated log-odds (`KsiFamily`: one family alone, or the three of
+  the blend), calibrated again (`KsiModel`). Each calibration is Platt scaling on the validation period
+  (`Platt`, two numbers: a scale and the base rate of the latest labelled period).
 * P(fatal | KSI) comes from a separate regularised logistic regression on the KSI training rows; the
   three class probabilities are P(KSI) split by it, and P(slight) = 1 - P(KSI).
 * The KSI alert fires when p_ksi >= the threshold that maximises F1 for KSI on the validation period
   (`lib.modeling.evaluation.max_f1_threshold`).
 * predicted_severity follows the alert, so the two never disagree: 3 (slight) without an alert,
-  otherwise the more probable of fatal (1) and serious (2).
+  otherwise the more probable of fatal (1) and serious (2) (`decide`).
 
-Baselines, evaluated on exactly the same split and rows:
-* `majority`: the training class shares as probabilities; it never alerts and always predicts slight.
-* `logistic`: multinomial logistic regression on one-hot categoricals and scaled numerics (missing
-  values imputed, with indicators), calibrated by a temperature (one number, `softmax(logits / T)`,
-  fitted on validation) and thresholded like the model.
-* `original_regression`: the original project's approach, a gradient-boosted regression of
-  `casualty_severity_score` (per casualty fatal 3, serious 2, slight 1, summed per collision). Its
-  predicted score ranks KSI; classes come from two score thresholds fitted on validation: KSI when the
-  score >= the max-F1 KSI threshold, fatal when it is also >= the max-F1 threshold for fatal.
-
-The split (`Split`) is by time: train, then validation, then test, as consecutive date ranges. Either
-by years (`split_by_years`), or, for retraining in the simulation, by what is labelled at a date
-(`split_by_labels_known`): only collisions whose label has arrived (date + label delay <= that date)
-are used; the last 90 labelled days are the test set, the 90 before validation, the rest training.
-
-Serving. `SeverityPyfunc` wraps a fitted `SeverityModel` as an MLflow pyfunc; `log_model` logs it with
-an explicit signature (every feature a double, so curated nullable integers and JSON nulls are
-accepted), an input example and `lib/` as its code, so that `mlflow.pyfunc.load_model(uri).predict(df)`
-works in a fresh process and returns `OUTPUT_COLUMNS`. Extra input columns are ignored; missing
-feature columns raise an error that names them. The fitted estimator is pickled with cloudpickle
-inside the pyfunc (MLflow's sklearn flavour would default to skops, which refuses these tree types).
+The baselines' fitted forms are here too: `_ConstantFeatures` (majority), `TemperatureScaled` (logistic)
+and `SeverityScoreRegression` (the original regression). Every class a fitted model is made of lives in
+this module: the MLflow model (`lib.modeling.mlflow_model`) pickles them by module path. How they are
+fitted, compared and chosen is `lib.modeling.candidates`.
 """
 
 from __future__ import annotations
 
 import functools
-import logging
 import math
-import re
-import shutil
-import tempfile
 from dataclasses import dataclass, field
-from datetime import date, timedelta
-from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.exceptions import MlflowException
-from mlflow.models import ModelSignature
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-from mlflow.types import ColSpec, Schema
 from scipy import sparse
 from scipy.optimize import minimize_scalar
 from scipy.special import expit, log_softmax, softmax
 from sklearn.compose import ColumnTransformer
-from sklearn.dummy import DummyClassifier
-from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from threadpoolctl import ThreadpoolController
 
-from lib.data.features import CATEGORICAL_FEATURES, FEATURE_COLUMNS, IDENTITY_COLUMNS, TARGET_COLUMNS
-from lib.modeling.evaluation import (
-    PROBABILITY_COLUMNS,
-    SEVERITIES,
-    EvaluationError,
-    ModelScores,
-    bootstrap_auc,
-    is_ksi,
-    max_f1_threshold,
-    test_metrics,
-)
-from lib.modeling.model_run import REFERENCE_ARTIFACT, TEST_RANGE_PARAM, VALIDATION_RANGE_PARAM
-from lib.modeling.risk_history import HISTORY_FEATURES, RiskHistory, out_of_fold
+from lib.data.features import CATEGORICAL_FEATURES, FEATURE_COLUMNS
+from lib.modeling.evaluation import PROBABILITY_COLUMNS, SEVERITIES, ModelScores
+from lib.modeling.risk_history import HISTORY_FEATURES, RiskHistory
 
-log = logging.getLogger(__name__)
-
-LIB_DIR = Path(__file__).resolve().parents[1]  # the whole `lib` package
 SEVERITY_TARGET = "collision_severity"
-SCORE_TARGET = "casualty_severity_score"
 OUTPUT_COLUMNS = [*PROBABILITY_COLUMNS, "p_ksi", "predicted_severity", "ksi_alert"]
-ALERT_THRESHOLD_PARAM = "alert_threshold"  # run parameter and MLmodel metadata key: the KSI alert threshold
-NOTEBOOK_ARTIFACT_DIR = "notebook"
-MODEL = "model"
-BASELINES = ("majority", "logistic", "original_regression")
-# The original project's regression keeps the settings it was compared with before model families existed.
-ORIGINAL_REGRESSION_PARAMS = {
-    "learning_rate": 0.1,
-    "max_iter": 200,
-    "max_leaf_nodes": 31,
-    "min_samples_leaf": 40,
-    "l2_regularization": 1.0,
-    "early_stopping": True,
-    "n_iter_no_change": 15,
-}
-DEFAULT_VALIDATION_DAYS = 90
-DEFAULT_TEST_DAYS = 90
 
 
 class ModelInputError(ValueError):
@@ -286,22 +219,7 @@ class SeverityScoreRegression:
         return ModelScores(name, score, predicted, alert, None)
 
 
-# -- fitting --------------------------------------------------------------------------------------
-
-
-def _require_classes(severity: np.ndarray, part: str) -> None:
-    absent = [c for c in SEVERITIES if not (severity == c).any()]
-    if absent:
-        raise ModelInputError(
-            f"the {part} rows ({len(severity):,}) have no collision of severity "
-            f"{absent}; a 3-class model needs all three (widen the training period)"
-        )
-
-
-def _calibrated(estimator, X_val: np.ndarray, y_val: np.ndarray, details: dict) -> SeverityModel:
-    calibrated = TemperatureScaled.fit(estimator, X_val, y_val)
-    threshold = max_f1_threshold(is_ksi(y_val), ksi_probability(calibrated.predict_proba(X_val)))
-    return SeverityModel(calibrated, threshold, details={**details, "temperature": calibrated.temperature})
+# -- what the families' models are made of -------------------------------------------------------
 
 
 def _one_hot_encoder(mask: np.ndarray) -> ColumnTransformer:
@@ -360,47 +278,11 @@ def darkness(X: np.ndarray) -> np.ndarray:
 
 
 FAMILY_COLUMNS = (*FEATURE_COLUMNS, "darkness", *HISTORY_FEATURES)
-# The risks the road-safety literature agrees on (02_train names the sources): P(KSI) rises with speed,
-# darkness and the presence of motorcycles, pedal cycles and pedestrians. The boosted family takes them as
-# monotone constraints; the history features are KSI shares, so they only rise with risk too.
-TEXTBOOK_RISKS = (
-    "speed_limit",
-    "darkness",
-    "vehicles_motorcycle",
-    "vehicles_pedal_cycle",
-    "pedestrian_involved",
-)
-MONOTONE_INCREASING = (*TEXTBOOK_RISKS, *HISTORY_FEATURES)
-# Each family's inputs. `textbook` is what the domain already knows and nothing else: the risks above,
-# rural roads and single-vehicle collisions.
-FAMILY_INPUTS = {
-    "boosted": FAMILY_COLUMNS,
-    "linear": FAMILY_COLUMNS,
-    "textbook": (*TEXTBOOK_RISKS, "urban_or_rural_area", "number_of_vehicles"),
-}
-FAMILIES = (*FAMILY_INPUTS, "blend")
-LINEAR_C = 0.1  # inverse L2 strength on one-hot codes: strong enough for a few thousand rows
-SELECTION_RESAMPLES = 200
 
 
 def family_matrix(X: np.ndarray, history: np.ndarray) -> np.ndarray:
     """The families' input: the features, `darkness`, then the history features (`FAMILY_COLUMNS`)."""
     return np.column_stack([X, darkness(X), history])
-
-
-def boosted_params(rows: int) -> dict:
-    """Regularisation that scales with the training rows: a few thousand collisions get stumps-like trees,
-    slowly learnt, with large leaves; a national year gets the capacity it can use within the time budget."""
-    small = rows < 20_000
-    return {
-        "learning_rate": 0.05 if small else 0.1,
-        "max_iter": 300,
-        "max_leaf_nodes": 4 if small else 31,
-        "min_samples_leaf": max(40, rows // 200),
-        "l2_regularization": 10.0 if small else 1.0,
-        "early_stopping": True,
-        "n_iter_no_change": 20,
-    }
 
 
 @dataclass
@@ -456,111 +338,6 @@ class KsiModel:
 
 
 @dataclass
-class Families:
-    """Every candidate family fitted on the training rows, and the one chosen on the validation rows."""
-
-    selected: str
-    models: dict[str, SeverityModel]  # `FAMILIES`, each calibrated and thresholded on validation
-    validation: pd.DataFrame  # one row per family: validation KSI ROC-AUC, PR-AUC, Brier, and vs the blend
-
-
-def _linear() -> LogisticRegression:
-    return LogisticRegression(C=LINEAR_C, max_iter=2000)
-
-
-@on_one_thread
-def fit_families(train: pd.DataFrame, validation: pd.DataFrame, seed: int) -> Families:
-    """Fit every family on the training rows and calibrate it on validation; `blend` is their calibrated
-    mean. The blend is selected unless one family alone beats it on validation KSI PR-AUC with the paired
-    bootstrap interval of the difference above zero: with a few thousand rows, a single family's lead is
-    mostly chance, and a mean of differently wrong models is the safer bet."""
-    X, y = feature_matrix(train), severity_of(train, "training")
-    X_val, y_val = feature_matrix(validation), severity_of(validation, "validation")
-    _require_classes(y, "training")
-    ksi, ksi_val = is_ksi(y), is_ksi(y_val)
-    history = RiskHistory.fit(X, ksi)
-    A, A_val = family_matrix(X, out_of_fold(X, ksi, seed)), family_matrix(X_val, history.transform(X_val))
-    fitted_encoder = _one_hot_encoder(categorical_mask(FAMILY_COLUMNS)).fit(A)
-    encoder = FastEncoding.of(fitted_encoder)
-    E, E_val = encoder.transform(A), encoder.transform(A_val)
-    encodes = [FAMILY_COLUMNS[int(re.search(r"x(\d+)", name)[1])] for name in fitted_encoder.get_feature_names_out()]
-    fatal_given_ksi = _linear().fit(E[ksi], y[ksi] == 1)
-
-    params = boosted_params(len(X))
-    boosted_columns = [FAMILY_COLUMNS.index(c) for c in FAMILY_INPUTS["boosted"]]
-    boosted = HistGradientBoostingClassifier(
-        categorical_features=categorical_mask(FAMILY_INPUTS["boosted"]),
-        monotonic_cst=[1 if c in MONOTONE_INCREASING else 0 for c in FAMILY_INPUTS["boosted"]],
-        random_state=seed,
-        **params,
-    ).fit(A[:, boosted_columns], ksi, X_val=A_val[:, boosted_columns], y_val=ksi_val)
-    log.info("The boosted family stopped after %d iterations.", boosted.n_iter_)
-    uncalibrated = {"boosted": KsiFamily(boosted, boosted_columns, Platt(1.0, 0.0))}
-    for name in ("linear", "textbook"):  # on the encoding's columns that come from the family's inputs
-        columns = [i for i, column in enumerate(encodes) if column in FAMILY_INPUTS[name]]
-        uncalibrated[name] = KsiFamily(_linear().fit(E[:, columns], ksi), columns, Platt(1.0, 0.0), encoded=True)
-    fitted, logit_val = {}, {}
-    for name, family in uncalibrated.items():
-        calibration = Platt.fit(family.logit(A_val, E_val), ksi_val)
-        fitted[name] = KsiFamily(family.estimator, family.columns, calibration, family.encoded)
-        logit_val[name] = calibration.logit(family.logit(A_val, E_val))
-    groups = {name: [name] for name in fitted} | {"blend": list(fitted)}
-
-    models, p_val = {}, {}
-    for name, members in groups.items():
-        logit = np.mean([logit_val[member] for member in members], axis=0)
-        calibration = Platt.fit(logit, ksi_val)
-        model = KsiModel(history, encoder, [fitted[m] for m in members], calibration, fatal_given_ksi)
-        p_val[name] = expit(calibration.logit(logit))
-        details = {"family": name, "n_iter": int(boosted.n_iter_), **params}
-        models[name] = SeverityModel(model, max_f1_threshold(ksi_val, p_val[name]), details=details)
-    table = pd.DataFrame(
-        {
-            name: {
-                "ksi_roc_auc": roc_auc_score(ksi_val, p),
-                "ksi_pr_auc": average_precision_score(ksi_val, p),
-                "ksi_brier": brier_score_loss(ksi_val, p),
-            }
-            for name, p in p_val.items()
-        }
-    ).T
-    # Only a family ahead of the blend can be clearly ahead; the bootstrap costs seconds on a national year.
-    ahead_of_blend = table["ksi_pr_auc"] >= table.loc["blend", "ksi_pr_auc"]
-    contenders = {name: p_val[name] for name in table.index[ahead_of_blend]}
-    table[["pr_auc_minus_blend", "low", "high"]] = np.nan
-    versus = bootstrap_auc(y_val, contenders, reference="blend", resamples=SELECTION_RESAMPLES, seed=seed)
-    versus = versus[versus["metric"].eq("ksi_pr_auc") & versus["comparison"].str.startswith("blend - ")]
-    for row in versus.itertuples():
-        family = row.comparison.removeprefix("blend - ")
-        table.loc[family, ["pr_auc_minus_blend", "low", "high"]] = [-row.estimate, -row.high, -row.low]
-    ahead = table[table["low"] > 0]
-    selected = str(ahead["ksi_pr_auc"].idxmax()) if len(ahead) else "blend"
-    log.info("Validation KSI PR-AUC: %s; selected %s.", table["ksi_pr_auc"].round(3).to_dict(), selected)
-    return Families(selected, models, table)
-
-
-def fit_gbm(train: pd.DataFrame, validation: pd.DataFrame, seed: int) -> SeverityModel:
-    """The boosted family alone (see `fit_families`)."""
-    return fit_families(train, validation, seed).models["boosted"]
-
-
-@on_one_thread
-def fit_logistic(train: pd.DataFrame, validation: pd.DataFrame) -> SeverityModel:
-    X, y = feature_matrix(train), severity_of(train, "training")
-    _require_classes(y, "training")
-    encode = _one_hot_encoder(categorical_mask())
-    pipeline = make_pipeline(encode, LogisticRegression(max_iter=2000)).fit(X, y)
-    return _calibrated(pipeline, feature_matrix(validation), severity_of(validation, "validation"), {})
-
-
-def fit_majority(train: pd.DataFrame) -> SeverityModel:
-    y = severity_of(train, "training")
-    _require_classes(y, "training")
-    prior = DummyClassifier(strategy="prior").fit(np.zeros((len(y), 1)), y)
-    return SeverityModel(_ConstantFeatures(prior), alert_threshold=math.inf)
-
-
-@dataclass
 class _ConstantFeatures:
     """Lets the prior-only baseline take the usual feature matrix."""
 
@@ -568,317 +345,3 @@ class _ConstantFeatures:
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         return self.estimator.predict_proba(np.zeros((len(X), 1)))
-
-
-@on_one_thread
-def fit_original_regression(train: pd.DataFrame, validation: pd.DataFrame, seed: int) -> SeverityScoreRegression:
-    for part, frame in (("training", train), ("validation", validation)):
-        if SCORE_TARGET not in frame.columns:
-            raise ModelInputError(f"the {part} rows have no {SCORE_TARGET} column (curated target, lib.data.features)")
-    X_val, y_val = feature_matrix(validation), severity_of(validation, "validation")
-    regressor = HistGradientBoostingRegressor(
-        categorical_features=categorical_mask(), random_state=seed, **ORIGINAL_REGRESSION_PARAMS
-    )
-    regressor.fit(
-        feature_matrix(train),
-        train[SCORE_TARGET].to_numpy(dtype=float),
-        X_val=X_val,
-        y_val=validation[SCORE_TARGET].to_numpy(dtype=float),
-    )
-    score = regressor.predict(X_val)
-    ksi_threshold = max_f1_threshold(is_ksi(y_val), score)
-    fatal = y_val == 1
-    fatal_threshold = max(max_f1_threshold(fatal, score), ksi_threshold) if fatal.any() else math.inf
-    return SeverityScoreRegression(regressor, ksi_threshold, fatal_threshold)
-
-
-@dataclass
-class Candidates:
-    """The selected model, each family alone and the baselines, fitted on the same training and validation rows."""
-
-    model: SeverityModel
-    selected: str  # the family the model is
-    families: dict[str, SeverityModel]
-    baselines: dict[str, SeverityModel | SeverityScoreRegression]
-    validation: pd.DataFrame  # lib.modeling.model.Families.validation: how the selection was made
-
-    def scores(self, frame: pd.DataFrame) -> dict[str, ModelScores]:
-        """Every candidate's scores on `frame`: the model (the selected family), the other families, the baselines."""
-        return {
-            MODEL: self.model.scores(frame, MODEL),
-            **{name: family.scores(frame, name) for name, family in self.families.items() if name != self.selected},
-            **{name: baseline.scores(frame, name) for name, baseline in self.baselines.items()},
-        }
-
-
-def fit_candidates(train: pd.DataFrame, validation: pd.DataFrame, seed: int) -> Candidates:
-    log.info(
-        "Fitting %d model families and %d baselines on %s training and %s validation rows.",
-        len(FAMILIES),
-        len(BASELINES),
-        f"{len(train):,}",
-        f"{len(validation):,}",
-    )
-    try:
-        families = fit_families(train, validation, seed)
-        return Candidates(
-            model=families.models[families.selected],
-            selected=families.selected,
-            families=families.models,
-            baselines={
-                "majority": fit_majority(train),
-                "logistic": fit_logistic(train, validation),
-                "original_regression": fit_original_regression(train, validation, seed),
-            },
-            validation=families.validation,
-        )
-    except EvaluationError as error:
-        raise ModelInputError(str(error)) from None
-
-
-@dataclass
-class Evaluation:
-    """Every candidate scored on the same labelled rows (the test period)."""
-
-    severity: np.ndarray
-    scores: dict[str, ModelScores]
-    metrics: pd.DataFrame  # one row per candidate, one column per metric
-    bootstrap: pd.DataFrame  # lib.modeling.evaluation.bootstrap_auc, the model as reference
-
-
-def evaluate(candidates: Candidates, frame: pd.DataFrame, resamples: int = 1000, seed: int = 0) -> Evaluation:
-    severity = severity_of(frame, "test")
-    scores = candidates.scores(frame)
-    metrics = pd.DataFrame({name: test_metrics(severity, s) for name, s in scores.items()}).T
-    try:
-        bootstrap = bootstrap_auc(
-            severity, {name: s.ksi_score for name, s in scores.items()}, reference=MODEL, resamples=resamples, seed=seed
-        )
-    except EvaluationError as error:
-        raise ModelInputError(str(error)) from None
-    return Evaluation(severity, scores, metrics, bootstrap)
-
-
-def reference_sample(model: SeverityModel, frame: pd.DataFrame, rows: int = 5000, seed: int = 0) -> pd.DataFrame:
-    """Up to `rows` collisions of `frame` (identity, targets, features) with the model's outputs, by date.
-
-    Logged with the model as `REFERENCE_ARTIFACT`: the monitoring compares new windows with it.
-    """
-    sample = frame.sample(n=min(rows, len(frame)), random_state=seed).sort_values(["date", "collision_index"])
-    keep = [c for c in (*IDENTITY_COLUMNS, *TARGET_COLUMNS, *model.feature_columns) if c in sample.columns]
-    sample = sample[keep].reset_index(drop=True)
-    return pd.concat([sample, model.predict(sample)], axis=1)
-
-
-def run_metrics(evaluation: Evaluation) -> dict[str, float]:
-    """Flat MLflow metric names: `test_<metric>` for the model, `<baseline>_test_<metric>` for each
-    baseline, `..._ci_low/_ci_high` for bootstrap bounds, `diff_vs_<baseline>_<metric>` for paired
-    differences (model minus baseline). Undefined (NaN) values are left out."""
-
-    def prefix(name: str) -> str:
-        return "test_" if name == MODEL else f"{name}_test_"
-
-    flat = {prefix(name) + key: value for name, row in evaluation.metrics.iterrows() for key, value in row.items()}
-    for row in evaluation.bootstrap.itertuples():
-        if " - " in row.comparison:
-            key = f"diff_vs_{row.comparison.split(' - ')[1]}_{row.metric}"
-            flat[key] = row.estimate
-        else:
-            key = prefix(row.comparison) + row.metric
-        flat[f"{key}_ci_low"], flat[f"{key}_ci_high"] = row.low, row.high
-    return {key: float(value) for key, value in flat.items() if np.isfinite(value)}
-
-
-def log_reference(reference: pd.DataFrame) -> None:
-    """Log the reference sample to the active run as `REFERENCE_ARTIFACT`."""
-    folder, name = REFERENCE_ARTIFACT.rsplit("/", 1)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / name
-        reference.to_parquet(path, index=False)
-        mlflow.log_artifact(str(path), artifact_path=folder)
-
-
-# -- the time split -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Split:
-    """Consecutive inclusive date ranges; `train_start` None means from the first collision in the data."""
-
-    train_start: date | None
-    train_end: date
-    validation: tuple[date, date]
-    test: tuple[date, date]
-    rule: str
-
-    def ranges(self) -> dict[str, tuple[date | None, date]]:
-        return {"train": (self.train_start, self.train_end), "validation": self.validation, "test": self.test}
-
-    def needs_year(self, year: int) -> bool:
-        return (self.train_start is None or year >= self.train_start.year) and year <= self.test[1].year
-
-    def apply(self, curated: pd.DataFrame) -> dict[str, pd.DataFrame]:
-        """The train, validation and test rows of `curated` (by its `date` column)."""
-        day = pd.to_datetime(curated["date"]).dt.normalize()
-        parts = {}
-        for part, (start, end) in self.ranges().items():
-            inside = day <= pd.Timestamp(end)
-            if start is not None:
-                inside &= day >= pd.Timestamp(start)
-            parts[part] = curated.loc[inside].reset_index(drop=True)
-            if parts[part].empty:
-                raise ModelInputError(
-                    f"the {part} period {start or 'start'}..{end} holds no collision "
-                    "in the curated data; ingest those years or change the split"
-                )
-        return parts
-
-    def run_params(self, parts: dict[str, pd.DataFrame]) -> dict[str, str]:
-        """The periods as MLflow run parameters, `first..last` (training from its first collision)."""
-        train_start = self.train_start or pd.Timestamp(parts["train"]["date"].min()).date()
-        return {
-            "train_range": f"{train_start}..{self.train_end}",
-            VALIDATION_RANGE_PARAM: f"{self.validation[0]}..{self.validation[1]}",
-            TEST_RANGE_PARAM: f"{self.test[0]}..{self.test[1]}",
-        }
-
-    def describe(self, parts: dict[str, pd.DataFrame]) -> pd.DataFrame:
-        """One row per part: dates, collisions and class shares, for the report and the run."""
-        rows = []
-        for part, frame in parts.items():
-            severity = frame[SEVERITY_TARGET]
-            rows.append(
-                {
-                    "part": part,
-                    "first_date": pd.to_datetime(frame["date"]).min().date(),
-                    "last_date": pd.to_datetime(frame["date"]).max().date(),
-                    "collisions": len(frame),
-                    "fatal": int((severity == 1).sum()),
-                    "serious": int((severity == 2).sum()),
-                    "slight": int((severity == 3).sum()),
-                    "ksi_share": float(is_ksi(severity).mean()),
-                }
-            )
-        return pd.DataFrame(rows).set_index("part")
-
-
-def split_by_years(train_years: list[int] | tuple[int, ...], validation_year: int, test_year: int) -> Split:
-    years = sorted(train_years)
-    if not years:
-        raise ModelInputError("train_years is empty")
-    if years != list(range(years[0], years[-1] + 1)):
-        raise ModelInputError(f"train_years {years} must be consecutive")
-    if not years[-1] < validation_year < test_year:
-        raise ModelInputError(
-            f"the split must run forward in time: train {years[0]}-{years[-1]}, "
-            f"then validation {validation_year}, then test {test_year}"
-        )
-    return Split(
-        date(years[0], 1, 1),
-        date(years[-1], 12, 31),
-        (date(validation_year, 1, 1), date(validation_year, 12, 31)),
-        (date(test_year, 1, 1), date(test_year, 12, 31)),
-        rule=f"train {years[0]}-{years[-1]}, validate {validation_year}, test {test_year}",
-    )
-
-
-def split_by_labels_known(
-    labels_known_by: date,
-    label_delay_days: int,
-    validation_days: int = DEFAULT_VALIDATION_DAYS,
-    test_days: int = DEFAULT_TEST_DAYS,
-) -> Split:
-    """Only collisions labelled by `labels_known_by`: the last `test_days` of them test, the
-    `validation_days` before validate, everything earlier trains."""
-    last_labelled = labels_known_by - timedelta(days=label_delay_days)
-    test = (last_labelled - timedelta(days=test_days - 1), last_labelled)
-    validation = (test[0] - timedelta(days=validation_days), test[0] - timedelta(days=1))
-    return Split(
-        None,
-        validation[0] - timedelta(days=1),
-        validation,
-        test,
-        rule=(
-            f"labels known by {labels_known_by} (delay {label_delay_days} days): "
-            f"test {test[0]}..{test[1]}, validate {validation[0]}..{validation[1]}, train before"
-        ),
-    )
-
-
-# -- serving --------------------------------------------------------------------------------------
-
-
-class SeverityPyfunc(mlflow.pyfunc.PythonModel):
-    """The MLflow face of a `SeverityModel`: curated rows in, `OUTPUT_COLUMNS` out."""
-
-    def __init__(self, model: SeverityModel):
-        self.model = model
-
-    # The pd.DataFrame hint tells MLflow not to add its own type-hint validation (the signature does that).
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        try:
-            return self.model.predict(model_input)
-        except ModelInputError as error:
-            # The scoring server answers this error code with HTTP 400 and the message; any other
-            # exception becomes a generic "unexpected error" that hides what was wrong with the request.
-            raise MlflowException(str(error), error_code=INVALID_PARAMETER_VALUE) from None
-
-
-def signature(model: SeverityModel) -> ModelSignature:
-    """Every feature a required double (codes as numbers, NaN for missing); the six output columns."""
-    inputs = Schema([ColSpec("double", column) for column in model.feature_columns])
-    outputs = Schema(
-        [
-            *(ColSpec("double", c) for c in (*PROBABILITY_COLUMNS, "p_ksi")),
-            ColSpec("long", "predicted_severity"),
-            ColSpec("boolean", "ksi_alert"),
-        ]
-    )
-    return ModelSignature(inputs=inputs, outputs=outputs)
-
-
-def pip_requirements() -> list[str]:
-    """The packages the pyfunc needs at load time, pinned to the versions that trained it."""
-    from importlib.metadata import version
-
-    packages = ("mlflow", "scikit-learn", "scipy", "numpy", "pandas", "pyarrow", "cloudpickle")
-    return [f"{package}=={version(package)}" for package in packages]
-
-
-def log_model(
-    model: SeverityModel, example: pd.DataFrame, registered_model_name: str | None = None, name: str = "model"
-):
-    """Log (and optionally register) the pyfunc in the active run; returns MLflow's ModelInfo.
-
-    The model carries a copy of `lib/` (sources only) so that it loads where this repository is absent."""
-    with tempfile.TemporaryDirectory() as tmp:
-        code = Path(tmp) / LIB_DIR.name
-        shutil.copytree(LIB_DIR, code, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        return mlflow.pyfunc.log_model(
-            name=name,
-            python_model=SeverityPyfunc(model),
-            code_paths=[str(code)],
-            signature=signature(model),
-            input_example=example[list(model.feature_columns)].astype("float64").head(5),
-            pip_requirements=pip_requirements(),
-            metadata={ALERT_THRESHOLD_PARAM: model.alert_threshold},
-            registered_model_name=registered_model_name,
-        )
-
-
-def attach_executed_notebook(tracking_uri: str, notebook_run_id: str, *paths: str | Path | None) -> list[str]:
-    """Attach the outputs of one notebook execution to every MLflow run it tagged `notebook_run_id`.
-
-    For the executor: pass its run id as the notebook's `notebook_run_id` parameter, and once the
-    executed notebook and HTML are written, call this with them. The files go under `notebook/` of
-    each run (after the run ended). Returns the MLflow run ids."""
-    client = mlflow.MlflowClient(tracking_uri)
-    runs = client.search_runs(
-        [e.experiment_id for e in client.search_experiments()],
-        filter_string=f"tags.notebook_run_id = '{notebook_run_id}'",
-    )
-    for run in runs:
-        for path in paths:
-            if path is not None and Path(path).exists():
-                client.log_artifact(run.info.run_id, str(path), artifact_path=NOTEBOOK_ARTIFACT_DIR)
-    return [run.info.run_id for run in runs]

@@ -1,7 +1,7 @@
 """The run behind a registered model version, read over MLflow's REST API without importing MLflow.
 
 Monitoring needs three things from the tracking server: the run that produced a model version, that
-run's test metrics and the reference sample logged with it. Importing MLflow (and `lib.modeling.model`, which
+run's test metrics and the reference sample logged with it. Importing MLflow (and `lib.modeling.mlflow_model`, which
 needs it) costs a fresh 04_monitor kernel about 0.8 s of its 8 s budget, so these are plain GET
 requests: `model-versions/get` and `runs/get` of the REST API, and the artifact proxy for the
 reference. Only a server that does not proxy artifacts (`mlflow server --no-serve-artifacts`; the
@@ -27,9 +27,9 @@ from lib.errors import NeedsAction
 
 log = logging.getLogger(__name__)
 
-# Where 02_train logs the reference sample in the model's run (lib.modeling.model.log_reference).
+# Where 02_train logs the reference sample in the model's run (lib.modeling.mlflow_model.log_reference).
 REFERENCE_ARTIFACT = "reference/reference.parquet"
-# Run parameters "first..last" with the periods 02_train validated and tested on (lib.modeling.model.Split).
+# Run parameters "first..last" with the periods 02_train validated and tested on (lib.modeling.split.Split).
 VALIDATION_RANGE_PARAM = "validation_range"
 TEST_RANGE_PARAM = "test_range"
 PROXIED_SCHEME = "mlflow-artifacts:"

@@ -12,12 +12,15 @@
   periods it served as context (`training`, `validation`, `test`).
 * The verdict against each baseline is the run's description (`mlflow.note.content`) and the
   registered version's description.
+* The executed notebook (ipynb and HTML) is attached to every run it made, under `notebook/`
+  (`attach_executed_notebook`, called by the notebook executor).
 """
 
 from __future__ import annotations
 
 import warnings
 from datetime import date
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -25,13 +28,14 @@ from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
 
 from lib.data.lake import Lake, Partition
-from lib.modeling.model import Split
+from lib.modeling.split import Split
 
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_DEVELOPMENT = "custom_model_development"
 DESCRIPTION_TAG = "mlflow.note.content"
 DIGEST_LENGTH = 36  # MLflow's datasets.digest column
 CONTEXTS = {"train": "training", "validation": "validation", "test": "test"}
+NOTEBOOK_ARTIFACT_DIR = "notebook"
 
 
 def open_experiment(name: str) -> str:
@@ -100,12 +104,28 @@ def describe(run_id: str, text: str, model_name: str | None = None, version: str
         client.update_model_version(model_name, version, description=text)
 
 
+def attach_executed_notebook(tracking_uri: str, notebook_run_id: str, *paths: str | Path | None) -> list[str]:
+    """Attach the outputs of one notebook execution to every MLflow run it tagged `notebook_run_id`.
+
+    For the executor: pass its run id as the notebook's `notebook_run_id` parameter, and once the
+    executed notebook and HTML are written, call this with them. The files go under `notebook/` of
+    each run (after the run ended). Returns the MLflow run ids."""
+    client = mlflow.MlflowClient(tracking_uri)
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        filter_string=f"tags.notebook_run_id = '{notebook_run_id}'",
+    )
+    for run in runs:
+        for path in paths:
+            if path is not None and Path(path).exists():
+                client.log_artifact(run.info.run_id, str(path), artifact_path=NOTEBOOK_ARTIFACT_DIR)
+    return [run.info.run_id for run in runs]
+
+
 def attach_to_tagged_runs(result, settings) -> str | None:
     """After-run hook of 02_train (lib.runner.executor.after_run_hooks): attach the executed notebook and
     its HTML copy to every MLflow run the notebook tagged with its run id. Returns a warning when that
     did not happen (None when it did, or when a failed run made no MLflow run)."""
-    from lib.modeling.model import attach_executed_notebook
-
     tracking_uri = settings.mlflow_tracking_uri
     try:
         attached = attach_executed_notebook(tracking_uri, result.run_id, result.output_ipynb, result.output_html)

@@ -1,6 +1,6 @@
 """Benchmark: how good the model families and baselines are, on the real mirror and on synthetic data.
 
-Fits `lib.modeling.model.fit_candidates` in process (no services) and prints, as markdown tables, each family's
+Fits `lib.modeling.candidates.fit_candidates` in process (no services) and prints, as markdown tables, each family's
 validation KSI ROC-AUC, PR-AUC and Brier score (the selection), then every candidate's test KSI ROC-AUC
 and PR-AUC with 95% bootstrap intervals (1,000 resamples, seed 42, as 02_train), Brier score and alert
 precision, and the registered model's paired differences. The same figures appear in 02_train's report.
@@ -24,35 +24,36 @@ from lib.config import ROOT
 from lib.data import stats19
 from lib.data.features import build_curated
 from lib.data.synth import generate
-from lib.modeling import model as severity_model
+from lib.modeling.candidates import MODEL, evaluate, fit_candidates
+from lib.modeling.split import Split, split_by_years
 
 MIRROR = ROOT.parent / "shared" / "data" / "stats19" / "mirror" / "road-accidents-safety-data"
 SYNTHETIC_YEARS = (2021, 2022, 2023)
 SYNTHETIC_COLLISIONS_PER_YEAR = 130_000
 
 
-def mirror() -> tuple[pd.DataFrame, severity_model.Split]:
+def mirror() -> tuple[pd.DataFrame, Split]:
     with tempfile.TemporaryDirectory() as cache:
         years = []
         for year in range(2014, 2019):
             data = stats19.load_year(MIRROR.as_uri() + "/", year, Path(cache), progress=False)
             years.append(build_curated(data.collisions, data.vehicles, data.casualties))
-    return pd.concat(years, ignore_index=True), severity_model.split_by_years([2014, 2015, 2016], 2017, 2018)
+    return pd.concat(years, ignore_index=True), split_by_years([2014, 2015, 2016], 2017, 2018)
 
 
-def synthetic() -> tuple[pd.DataFrame, severity_model.Split]:
+def synthetic() -> tuple[pd.DataFrame, Split]:
     years = []
     for year in SYNTHETIC_YEARS:
         tables = generate([year], SYNTHETIC_COLLISIONS_PER_YEAR, seed=year)
         years.append(build_curated(tables.collisions, tables.vehicles, tables.casualties))
-    split = severity_model.split_by_years([SYNTHETIC_YEARS[0]], SYNTHETIC_YEARS[1], SYNTHETIC_YEARS[2])
+    split = split_by_years([SYNTHETIC_YEARS[0]], SYNTHETIC_YEARS[1], SYNTHETIC_YEARS[2])
     return pd.concat(years, ignore_index=True), split
 
 
-def report(name: str, curated: pd.DataFrame, split: severity_model.Split) -> None:
+def report(name: str, curated: pd.DataFrame, split: Split) -> None:
     parts = split.apply(curated)
-    candidates = severity_model.fit_candidates(parts["train"], parts["validation"], seed=42)
-    evaluation = severity_model.evaluate(candidates, parts["test"], resamples=1000, seed=42)
+    candidates = fit_candidates(parts["train"], parts["validation"], seed=42)
+    evaluation = evaluate(candidates, parts["test"], resamples=1000, seed=42)
     print(f"\n## {name}: {split.rule}; selected `{candidates.selected}`\n")
     print("| family | validation KSI ROC-AUC | PR-AUC | Brier |\n|---|---|---|---|")
     for family, row in candidates.validation.iterrows():
@@ -67,9 +68,9 @@ def report(name: str, curated: pd.DataFrame, split: severity_model.Split) -> Non
             f"({pr.low:.3f}-{pr.high:.3f}) | {metrics['ksi_brier']:.3f} | {metrics['ksi_precision']:.3f} |"
         )
     print("\n| model minus | KSI ROC-AUC (95% CI) | KSI PR-AUC (95% CI) |\n|---|---|---|")
-    for other in evaluation.metrics.index.drop(severity_model.MODEL):
-        roc = boot.loc[(f"{severity_model.MODEL} - {other}", "ksi_roc_auc")]
-        pr = boot.loc[(f"{severity_model.MODEL} - {other}", "ksi_pr_auc")]
+    for other in evaluation.metrics.index.drop(MODEL):
+        roc = boot.loc[(f"{MODEL} - {other}", "ksi_roc_auc")]
+        pr = boot.loc[(f"{MODEL} - {other}", "ksi_pr_auc")]
         print(
             f"| {other} | {roc.estimate:+.3f} ({roc.low:+.3f} to {roc.high:+.3f}) "
             f"| {pr.estimate:+.3f} ({pr.low:+.3f} to {pr.high:+.3f}) |"

@@ -2,7 +2,7 @@
 
 A private stack (PostgreSQL, S3, MLflow on free ports in a temporary folder, like the tests) runs for
 the benchmark. Synthetic national-size curated years (lib.data.synth + lib.data.features) go to its lake; the
-model is fitted with lib.modeling.model.fit_gbm on the first year, validated on the second, and registered as
+model is fitted with lib.modeling.candidates.fit_gbm on the first year, validated on the second, and registered as
 champion with its alert threshold (as 02_train does, without 02_train's evaluation). Then:
 
 1. server: scripts/serve.py as `make serve` runs it; after 20 warm-up requests, the latency of
@@ -45,7 +45,8 @@ def prepare(collisions_per_year: int) -> None:
     from lib.data.ingest import CURATED
     from lib.data.lake import open_lake
     from lib.data.synth import generate
-    from lib.modeling.model import ALERT_THRESHOLD_PARAM, fit_gbm, log_model
+    from lib.modeling.candidates import fit_gbm
+    from lib.modeling.mlflow_model import ALERT_THRESHOLD_PARAM, log_model
 
     settings = load_settings()
     lake = open_lake(settings)
