@@ -43,7 +43,7 @@ from lib.data.ingest import CURATED
 from lib.data.lake import Lake
 from lib.errors import NeedsAction
 from lib.modeling.evaluation import PROBABILITY_COLUMNS
-from lib.modeling.mlflow_model import ALERT_THRESHOLD_PARAM
+from lib.modeling.mlflow_model import ALERT_THRESHOLD_PARAM, load_pyfunc
 from lib.modeling.model import OUTPUT_COLUMNS
 from lib.store import predictions as stored_predictions
 from lib.store.db import session
@@ -228,7 +228,7 @@ class InProcessScorer:
         local = mlflow.artifacts.download_artifacts(artifact_uri=model.uri, dst_path=self._folder.name,
                                                     tracking_uri=tracking_uri, registry_uri=tracking_uri)
         warn_if_environment_differs(Path(local), model)
-        self.pyfunc = mlflow.pyfunc.load_model(local, suppress_warnings=True)
+        self.pyfunc = load_pyfunc(local)
         self.model = model
         log.info("Loaded %s in-process in %.1f s.", model.describe(), time.perf_counter() - began)
 

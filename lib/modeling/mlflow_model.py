@@ -26,12 +26,32 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, Schema
 
 from lib.data.features import IDENTITY_COLUMNS, TARGET_COLUMNS
+from lib.errors import NeedsAction
 from lib.modeling.evaluation import PROBABILITY_COLUMNS
 from lib.modeling.model import ModelInputError, SeverityModel
 from lib.modeling.model_run import REFERENCE_ARTIFACT
 
 LIB_DIR = Path(__file__).resolve().parents[1]  # the whole `lib` package
 ALERT_THRESHOLD_PARAM = "alert_threshold"  # run parameter and MLmodel metadata key: the KSI alert threshold
+
+
+class StaleModel(RuntimeError, NeedsAction):
+    """A registered model that this code cannot load: it pickles classes by their module path, and an
+    older version of `lib` kept them elsewhere. Retraining makes a version this code can load."""
+
+
+def load_pyfunc(uri: str):
+    """`mlflow.pyfunc.load_model`, saying so clearly when the model was saved by an older version of this code."""
+    try:
+        return mlflow.pyfunc.load_model(uri, suppress_warnings=True)
+    except (ModuleNotFoundError, AttributeError) as error:
+        moved = getattr(error, "name", None) or ""
+        if not (moved.startswith("lib.") or "Can't get attribute" in str(error)):
+            raise
+        raise StaleModel(
+            f"the model at {uri} was saved by an older version of this code, whose classes have moved "
+            f"({type(error).__name__}: {error}); train a version this code can load with `make training-workflow`"
+        ) from error
 
 
 class SeverityPyfunc(mlflow.pyfunc.PythonModel):

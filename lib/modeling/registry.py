@@ -23,6 +23,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 
 from lib.modeling.evaluation import ModelScores, test_metrics
+from lib.modeling.mlflow_model import StaleModel, load_pyfunc
 from lib.modeling.model import PROBABILITY_COLUMNS, severity_of
 from lib.modeling.model_run import VALIDATION_RANGE_PARAM, range_end
 from lib.store import events
@@ -93,7 +94,7 @@ def current_champion(client: mlflow.MlflowClient, model_name: str) -> str | None
 
 def score_version(model_name: str, version: str, frame: pd.DataFrame) -> dict[str, float]:
     """Test metrics of a registered version on labelled `frame`, through its pyfunc."""
-    model = mlflow.pyfunc.load_model(f"models:/{model_name}/{version}")
+    model = load_pyfunc(f"models:/{model_name}/{version}")
     columns = model.metadata.get_input_schema().input_names()
     missing = [c for c in columns if c not in frame.columns]
     if missing:
@@ -139,7 +140,7 @@ def decide_promotion(
         )
     try:
         champion_score = score_version(model_name, champion, test_frame)[primary_metric]
-    except (PromotionError, MlflowException) as error:
+    except (PromotionError, MlflowException, StaleModel) as error:
         return PromotionDecision(
             **decision,
             champion_score=None,

@@ -154,10 +154,9 @@ def build_app(model: PyFuncModel, version: str) -> Starlette:
 
 def app_from_environment() -> Starlette:
     """For each uvicorn worker: load the pinned model version that scripts/serve.py names."""
-    import mlflow
-
     from lib.config import configure
+    from lib.modeling.mlflow_model import load_pyfunc
 
     configure()
     uri = os.environ[MODEL_URI_VARIABLE]
-    return build_app(mlflow.pyfunc.load_model(uri), uri.rsplit("/", 1)[-1])
+    return build_app(load_pyfunc(uri), uri.rsplit("/", 1)[-1])

@@ -26,6 +26,8 @@ from mlflow.exceptions import MlflowException
 
 from lib.config import Settings
 from lib.data import synth
+from lib.modeling.inference import InProcessScorer, resolve_model
+from lib.modeling.mlflow_model import StaleModel
 from lib.modeling.model_run import TEST_RANGE_PARAM, range_end
 from lib.runner import executor, run_result
 
@@ -131,6 +133,17 @@ def baseline_versions(settings: Settings, plan: YearPlan) -> list[str]:
     return [v.version for v in sorted(found, key=lambda v: int(v.version), reverse=True)]
 
 
+def _loads(settings: Settings, version: str) -> bool:
+    """Whether this code can load the version: one saved by an older version of `lib` cannot."""
+    uri = f"models:/{settings.model_name}/{version}"
+    try:
+        InProcessScorer(resolve_model(uri, settings.mlflow_tracking_uri), settings.mlflow_tracking_uri)
+    except StaleModel as error:
+        log.warning("Version %s is not reused: %s.", version, error)
+        return False
+    return True
+
+
 def _champion(client: mlflow.MlflowClient, settings: Settings):
     try:
         return client.get_model_version_by_alias(settings.model_name, settings.model_alias)
@@ -143,7 +156,7 @@ def ensure_baseline_champion(settings: Settings, plan: YearPlan, progress: bool 
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     client = mlflow.MlflowClient()
     champion = _champion(client, settings)
-    if champion is not None:
+    if champion is not None and _loads(settings, champion.version):
         last_tested = _last_tested(client, champion.run_id)
         if last_tested is not None and last_tested < plan.simulation_start:
             log.info(
@@ -152,7 +165,7 @@ def ensure_baseline_champion(settings: Settings, plan: YearPlan, progress: bool 
                 last_tested,
             )
             return str(champion.version)
-    baselines = baseline_versions(settings, plan)
+    baselines = [version for version in baseline_versions(settings, plan) if _loads(settings, version)]
     if not baselines:
         log.info("Training the first model: %s.", plan.describe())
         train(settings, plan, progress=progress, **train_parameters)
