@@ -3,8 +3,9 @@ from a plain shell whose environment holds only PATH, HOME and LANG.
 
 Nothing here exports a setting on the product's behalf: the copy's `.env` moves the embedded services
 to free ports and points ingestion at the shared Waltham Forest mirror, which is what the README's
-Configuration section tells a user to edit. The copy shares this checkout's installed `.venv` (a
-symlink) because installing from scratch is what `.ci/run` itself does just before.
+Configuration section tells a user to edit. The copy gets a `.venv` of its own that reuses this
+checkout's installed packages (installing from scratch is what `.ci/run` itself does just before) but,
+as `make setup`'s editable install in a fresh clone would, imports the copy's own `lib`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import shutil
 import signal
 import stat
 import subprocess
+import sys
+import sysconfig
 import threading
 import time
 from pathlib import Path
@@ -51,8 +54,34 @@ def fresh_copy(destination: Path) -> Path:
         if source.is_file():
             (destination / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, destination / name)
-    (destination / ".venv").symlink_to(ROOT / ".venv")
+    venv_for(destination)
     return destination
+
+
+def venv_for(clone: Path) -> None:
+    """A venv in the copy with this checkout's packages, whose `lib` is the copy's: the two `.pth` lines
+    are what an editable install of the copy would add. Console scripts run on the copy's interpreter."""
+    venv = clone / ".venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+    Path(purelib, "checkout-packages.pth").write_text(f"{sysconfig.get_paths()['purelib']}\n{clone}\n")
+    for tool in (ROOT / ".venv" / "bin").iterdir():
+        target = venv / "bin" / tool.name
+        if target.exists() or tool.is_dir() or tool.name.startswith(("python", "activate", "Activate", "pip")):
+            continue
+        head = tool.read_bytes()[:200]
+        if head.startswith(b"#!") and b"python" in head.split(b"\n", 1)[0]:
+            body = tool.read_text().split("\n", 1)[1]
+            target.write_text(f"#!{python}\n{body}")
+            target.chmod(0o755)
+        else:
+            target.symlink_to(tool.resolve())
+    for data in ("share", "etc"):  # JupyterLab's assets and settings live under sys.prefix
+        if (ROOT / ".venv" / data).is_dir():
+            (venv / data).symlink_to(ROOT / ".venv" / data)
+    (venv / ".installed").touch()  # the Makefile's stamp: installed, newer than the requirements
 
 
 def readme_walkthrough() -> tuple[dict[str, str], list[list[str]]]:
