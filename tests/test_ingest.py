@@ -12,7 +12,8 @@ from dataclasses import replace
 import pytest
 
 from lib.config import load_settings
-from lib.data.ingest import CURATED, ingest_year
+from lib.data.curated import CURATED
+from lib.data.ingest import ingest_year
 from lib.data.lake import LakeError, open_lake
 from lib.data.stats19 import YearNotPublished
 from lib.data.validate import ValidationError

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from lib.data import stats19, synth
-from lib.data.features import build_curated
+from lib.data.curated import build_curated
 from lib.modeling import model as severity_model
 from lib.modeling.model_run import TEST_RANGE_PARAM, ModelRunError, load_model_run, proxied_url, range_end
 

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.data.features import FEATURE_COLUMNS, build_curated
+from lib.data.curated import build_curated
+from lib.data.features import FEATURE_COLUMNS
 from lib.data.synth import generate
 from lib.modeling.model import feature_matrix, fit_families, split_by_labels_known, split_by_years
 from lib.modeling.risk_history import HISTORY_FEATURES, PRIOR_COLLISIONS, RiskHistory, out_of_fold

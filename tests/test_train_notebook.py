@@ -12,8 +12,8 @@ from dataclasses import replace
 import mlflow
 import pytest
 
+from lib.data.curated import CURATED
 from lib.data.features import TARGET_COLUMNS
-from lib.data.ingest import CURATED
 from lib.data.lake import open_lake
 from lib.modeling.model import BASELINES, OUTPUT_COLUMNS
 from lib.runner.notebooks import execute

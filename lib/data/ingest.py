@@ -17,15 +17,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from lib.data import features, stats19
+from lib.data import stats19
+from lib.data.curated import CURATED, CURATION_VERSION, build_curated
 from lib.data.lake import Lake, NoSuchObject
 from lib.data.validate import Finding
 
 log = logging.getLogger(__name__)
-
-CURATED = "curated/collisions"
-# Bump when the curated table changes meaning, so existing partitions are rebuilt once.
-CURATION_VERSION = 1
 
 
 @dataclass
@@ -78,7 +75,7 @@ def ingest_year(lake: Lake, base_url: str, year: int, cache_dir: Path, *, force:
                           seconds=time.perf_counter() - began)
 
     data = stats19.read_year(year, sources, base_url)
-    curated = features.build_curated(data.collisions, data.vehicles, data.casualties)
+    curated = build_curated(data.collisions, data.vehicles, data.casualties)
     counts = severity_counts(curated)
     written = [raw_key(s) for s in sources.values() if store_raw(lake, s)]
     lake.write_partition(

@@ -129,7 +129,7 @@ class Shift:
 @dataclass(frozen=True)
 class SyntheticTables:
     """Canonical columns as `lib.data.stats19.read_table` returns them (`date` a datetime, `time` HH:MM text),
-    with the historic twins filled for every row; `lib.data.features.build_curated` accepts them as they are."""
+    with the historic twins filled for every row; `lib.data.curated.build_curated` accepts them as they are."""
 
     collisions: pd.DataFrame
     vehicles: pd.DataFrame
