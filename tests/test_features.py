@@ -20,7 +20,8 @@ from lib.data.features import (
     PERSONAL_COLUMNS,
     TARGET_COLUMNS,
 )
-from lib.data.stats19 import HISTORIC_TWINS, SCHEMA, load_year, read_table
+from lib.data.schema import HISTORIC_TWINS, SCHEMA
+from lib.data.stats19 import load_year, read_table
 from lib.data.synth import generate, write_files
 
 # mirror/RECONSTRUCTION.md: collisions and fatal / serious / slight per year.

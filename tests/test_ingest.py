@@ -13,9 +13,9 @@ import pytest
 
 from lib.config import load_settings
 from lib.data.curated import CURATED
+from lib.data.download import YearNotPublished
 from lib.data.ingest import ingest_year
 from lib.data.lake import LakeError, open_lake
-from lib.data.stats19 import YearNotPublished
 from lib.data.validate import ValidationError
 from lib.runner.notebooks import execute
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lib.data import stats19
+from lib.data import download, stats19
 from lib.data.curated import CURATED, CURATION_VERSION, build_curated
 from lib.data.lake import Lake, NoSuchObject
 from lib.data.validate import Finding
@@ -36,12 +36,12 @@ class YearResult:
     seconds: float = 0.0
 
 
-def raw_key(source: stats19.Source) -> str:
+def raw_key(source: download.Source) -> str:
     folder = "all-years" if source.combined else f"year={source.year}"
     return f"raw/stats19/{source.table}/{folder}/{source.name}"
 
 
-def store_raw(lake: Lake, source: stats19.Source) -> bool:
+def store_raw(lake: Lake, source: download.Source) -> bool:
     """Copy the published bytes into the lake unless it holds them already; True if written."""
     key = raw_key(source)
     checksum_key = key + ".sha256"
@@ -64,7 +64,7 @@ def ingest_year(lake: Lake, base_url: str, year: int, cache_dir: Path, *, force:
                 progress: bool = True) -> YearResult:
     """Bring one year into the lake; see the module docstring for when it writes nothing."""
     began = time.perf_counter()
-    sources = stats19.fetch_year(base_url, year, cache_dir, progress=progress)
+    sources = download.fetch_year(base_url, year, cache_dir, progress=progress)
     checksums = {table: source.sha256 for table, source in sources.items()}
     committed = lake.manifest(CURATED, year)
     if (not force and committed is not None and committed.get("source_sha256") == checksums

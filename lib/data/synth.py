@@ -35,7 +35,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from lib.data.codes import TO_2024, dft_day_of_week, lookup
-from lib.data.stats19 import FILE_PREFIX, HISTORIC_TWINS, OLDER_ERA_COLUMNS, SCHEMA, combined_file_name
+from lib.data.download import FILE_PREFIX, combined_file_name
+from lib.data.schema import HISTORIC_TWINS, OLDER_ERA_COLUMNS, SCHEMA
 from lib.data.synth_risk import Casualties, Road, Scene, Vehicles, choice, draw_collisions
 
 logger = logging.getLogger(__name__)
