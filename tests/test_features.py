@@ -24,7 +24,7 @@ from lib.data.schema import HISTORIC_TWINS, SCHEMA
 from lib.data.stats19 import load_year, read_table
 from lib.data.synth import generate, write_files
 
-# mirror/RECONSTRUCTION.md: collisions and fatal / serious / slight per year.
+# lib/data/README.md, "The mirror": collisions and fatal / serious / slight per year.
 MIRROR_SEVERITY = {
     2014: (751, [1, 54, 696]),
     2015: (642, [1, 45, 596]),

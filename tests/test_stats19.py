@@ -31,7 +31,7 @@ from lib.data.stats19 import load_year, read_table
 from lib.data.synth import generate, write_files
 from lib.data.validate import ValidationError, findings_frame, validate_year
 
-# Rows per year in the real mirror (mirror/RECONSTRUCTION.md): collisions, vehicles, casualties.
+# Rows per year in the real mirror (lib/data/README.md, "The mirror"): collisions, vehicles, casualties.
 MIRROR_ROWS = {
     2014: (751, 1361, 940),
     2015: (642, 1187, 806),

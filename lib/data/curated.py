@@ -12,7 +12,7 @@ curation are rebuilt once (`lib.data.ingest`). What the table holds is defined i
   one is missing (rows collected under the 2024 specification). Older rows of a 2024-specification
   file therefore give the same curated row as the same collision read from an "accident" file.
   `junction_control` and `second_road_class` are 0 ("not at junction") whenever the junction detail
-  says so, since older files wrote -1 there.
+  says so, since older files wrote -1 there (lib/data/README.md, "Not at a junction").
 * Missing and "unknown" codes (`lib.data.codes.missing_codes`) become <NA>.
 
 A `Window` is a span of collision dates, both ends included: the days 03_infer scores and 04_monitor

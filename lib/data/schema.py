@@ -75,7 +75,8 @@ HISTORIC_TWINS = {
     "journey_purpose_of_driver": "journey_purpose_of_driver_historic",
 }
 
-# Header names (after lower-casing) that differ from the canonical ones.
+# Header names (after lower-casing) that differ from the canonical ones (lib/data/README.md, "Header names that
+# differ").
 ALIASES = {
     "accident_index": "collision_index",
     "accident_year": "collision_year",

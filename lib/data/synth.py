@@ -46,7 +46,8 @@ MARKER_FILE = "SYNTHETIC-README.md"
 ERAS = ("2024", "accident")
 FIRST_2024_SPEC_YEAR = 2024  # rows of this year and later have no historic codes in the 2024 specification
 
-# Older-era layouts: canonical names in the order of the 2021-2022 "accident_*" files (SCHEMA.md 2.B).
+# Older-era layouts: canonical names in the order of the 2021-2022 "accident_*" files
+# (lib/data/README.md, "The accident_* snake-case era").
 ACCIDENT_ERA_COLUMNS = {
     "collision": [
         "collision_index", "collision_year", "collision_ref_no", "location_easting_osgr",
@@ -85,11 +86,12 @@ ACCIDENT_ERA_NAMES = {
     "collision_severity": "accident_severity",
     **{historic: plain for plain, historic in HISTORIC_TWINS.items()},
 }
-# The real 2024-specification headers (SCHEMA.md 2.C): the canonical schema without older-era columns.
+# The real 2024-specification headers (lib/data/README.md, "The 2024 collision_* specification"): the canonical schema
+# without older-era columns.
 SPEC_2024_COLUMNS = {
     table: [c for c in columns if c not in OLDER_ERA_COLUMNS] for table, columns in SCHEMA.items()
 }
-# Columns the 2024 specification leaves at -1 for rows collected under it (SCHEMA.md 2.C and 4).
+# Columns the 2024 specification leaves at -1 for rows collected under it (same section).
 HISTORIC_ONLY_COLUMNS = {
     "collision": [*HISTORIC_TWINS.values(), "special_conditions_at_site"],
     "vehicle": list(HISTORIC_TWINS.values()),
@@ -181,7 +183,8 @@ def _era_layout(frame: pd.DataFrame, table: str, era: str) -> pd.DataFrame:
         frame["date"] = pc.strftime(pa.array(frame["date"]), format="%d/%m/%Y").to_numpy(zero_copy_only=False)
     if era == "accident":
         if table == "collision":
-            # 2021-era files write -1 for "no second road" / "no junction control" (SCHEMA.md, RECONSTRUCTION.md).
+            # 2021-era files write -1 for "no second road" / "no junction control"
+            # (lib/data/README.md, "Not at a junction").
             not_at_junction = frame["junction_detail_historic"] == 0
             frame.loc[not_at_junction, ["second_road_class", "junction_control"]] = -1
         return frame[ACCIDENT_ERA_COLUMNS[table]].rename(columns=ACCIDENT_ERA_NAMES)
