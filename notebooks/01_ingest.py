@@ -43,7 +43,8 @@ from IPython.display import Markdown, display
 
 from lib.config import DATA_DIR, configure, parse_years
 from lib.data import codes
-from lib.data.ingest import CURATED, ingest_year
+from lib.data.curated import CURATED
+from lib.data.ingest import ingest_year
 from lib.data.lake import open_lake
 from lib.data.validate import findings_frame
 

@@ -82,8 +82,8 @@ from sklearn.inspection import permutation_importance
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_curve
 
 from lib.config import configure, parse_years
+from lib.data.curated import CURATED
 from lib.data.features import FEATURE_COLUMNS
-from lib.data.ingest import CURATED
 from lib.data.lake import open_lake
 from lib.modeling import training_run
 from lib.modeling.candidates import MODEL, evaluate, fit_candidates, run_metrics

@@ -49,12 +49,13 @@ import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
 from lib.config import configure
+from lib.data.curated import Window, read_window
 from lib.data.lake import open_lake
 from lib.modeling import inference
 
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 settings = configure()
-window = inference.Window.parse(start_date, end_date)
+window = Window.parse(start_date, end_date)
 model = inference.resolve_model(model_uri or settings.model_uri, settings.mlflow_tracking_uri)
 lake = open_lake(settings)
 how = f"by the model server at {predict_url}" if predict_url else "in this process"
@@ -64,7 +65,7 @@ print(f"Window {window}: {model.describe()}, scoring {how}.")
 # ## Scoring the window
 
 # %%
-collisions = inference.read_window(lake, window)
+collisions = read_window(lake, window)
 scoring_started = time.monotonic()
 if collisions.empty:
     print(f"No curated collisions are dated {window}: nothing to score.")

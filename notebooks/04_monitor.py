@@ -55,8 +55,8 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from lib.config import configure
+from lib.data.curated import CURATED
 from lib.data.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES
-from lib.data.ingest import CURATED
 from lib.data.lake import open_lake
 from lib.modeling.model_run import load_model_run
 from lib.monitoring import evidently_report, monitor, retraining

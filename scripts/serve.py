@@ -54,7 +54,7 @@ def example_collision(model: ModelRef, settings: Settings) -> dict:
         example = json.loads(Path(path).read_text())
         row = dict(zip(example["columns"], example["data"][0], strict=True))
     except (mlflow.exceptions.MlflowException, OSError, KeyError, IndexError, ValueError):
-        from lib.data.ingest import CURATED
+        from lib.data.curated import CURATED
 
         lake = open_lake(settings)
         years = [p.year for p in lake.partitions(CURATED)]

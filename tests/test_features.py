@@ -1,4 +1,4 @@
-"""lib.data.features: the curated table, its coding across eras, and what it must never contain."""
+"""The curated table (lib.data.curated, lib.data.features): its coding across eras, what it must never contain."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from lib.data.codes import LABELS
+from lib.data.curated import build_curated
 from lib.data.features import (
     CATEGORICAL_FEATURES,
     CURATED_COLUMNS,
@@ -18,12 +19,12 @@ from lib.data.features import (
     NUMERIC_FEATURES,
     PERSONAL_COLUMNS,
     TARGET_COLUMNS,
-    build_curated,
 )
-from lib.data.stats19 import HISTORIC_TWINS, SCHEMA, load_year, read_table
+from lib.data.schema import HISTORIC_TWINS, SCHEMA
+from lib.data.stats19 import load_year, read_table
 from lib.data.synth import generate, write_files
 
-# mirror/RECONSTRUCTION.md: collisions and fatal / serious / slight per year.
+# lib/data/README.md, "The mirror": collisions and fatal / serious / slight per year.
 MIRROR_SEVERITY = {
     2014: (751, [1, 54, 696]),
     2015: (642, [1, 45, 596]),

@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.data.features import TARGET_COLUMNS, build_curated
-from lib.data.ingest import CURATED
+from lib.data.curated import CURATED, Window, build_curated, read_window
+from lib.data.features import TARGET_COLUMNS
 from lib.data.lake import Lake, LakeError
 from lib.data.synth import generate
 from lib.modeling.inference import (
@@ -32,8 +32,6 @@ from lib.modeling.inference import (
     ModelNotFound,
     ModelRef,
     ScoringError,
-    Window,
-    read_window,
     resolve_model,
     write_predictions,
 )

@@ -12,13 +12,14 @@ from dataclasses import replace
 import pytest
 
 from lib.config import load_settings
-from lib.data.ingest import CURATED, ingest_year
+from lib.data.curated import CURATED
+from lib.data.download import YearNotPublished
+from lib.data.ingest import ingest_year
 from lib.data.lake import LakeError, open_lake
-from lib.data.stats19 import YearNotPublished
 from lib.data.validate import ValidationError
 from lib.runner.executor import execute
 
-# RECONSTRUCTION.md, beside the mirror: collisions and severity 1/2/3 per year.
+# lib/data/README.md, "The mirror": collisions and severity 1/2/3 per year.
 MIRROR_COUNTS = {2014: (751, 1, 54, 696), 2015: (642, 1, 45, 596), 2016: (669, 4, 55, 610),
                  2017: (680, 4, 81, 595), 2018: (707, 7, 89, 611)}
 

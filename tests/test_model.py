@@ -22,8 +22,8 @@ import pytest
 from mlflow.exceptions import MlflowException
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
-from lib.data.features import FEATURE_COLUMNS, LEAKAGE_COLUMNS, PERSONAL_COLUMNS, TARGET_COLUMNS, build_curated
-from lib.data.ingest import CURATED
+from lib.data.curated import CURATED, build_curated
+from lib.data.features import FEATURE_COLUMNS, LEAKAGE_COLUMNS, PERSONAL_COLUMNS, TARGET_COLUMNS
 from lib.data.lake import Lake
 from lib.data.synth import generate
 from lib.modeling.candidates import BASELINES, FAMILIES, fit_families, fit_gbm

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from lib.data import stats19, synth
-from lib.data.features import build_curated
+from lib.data.curated import build_curated
 from lib.modeling.candidates import fit_majority
 from lib.modeling.mlflow_model import log_model, log_reference, reference_sample
 from lib.modeling.model_run import TEST_RANGE_PARAM, ModelRunError, load_model_run, proxied_url, range_end

@@ -22,8 +22,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from lib.data import stats19, synth
-from lib.data.features import CATEGORICAL_FEATURES, FEATURE_COLUMNS, NUMERIC_FEATURES, build_curated
-from lib.data.ingest import CURATED
+from lib.data.curated import CURATED, build_curated
+from lib.data.features import CATEGORICAL_FEATURES, FEATURE_COLUMNS, NUMERIC_FEATURES
 from lib.data.lake import Lake
 from lib.modeling import evaluation
 from lib.modeling.candidates import fit_gbm

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.data.features import FEATURE_COLUMNS, build_curated
+from lib.data.curated import build_curated
+from lib.data.features import FEATURE_COLUMNS
 from lib.data.synth import generate
 from lib.modeling.candidates import fit_families
 from lib.modeling.model import feature_matrix

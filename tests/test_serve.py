@@ -17,9 +17,8 @@ import pandas as pd
 import pytest
 import requests
 
+from lib.data.curated import CURATED, build_curated
 from lib.data.feature_values import DOMAINS
-from lib.data.features import build_curated
-from lib.data.ingest import CURATED
 from lib.data.lake import Lake
 from lib.data.synth import generate
 from lib.modeling.model import OUTPUT_COLUMNS

@@ -27,7 +27,7 @@ import pytest
 
 from lib.config import ROOT, Settings, load_settings
 from lib.data import synth
-from lib.data.ingest import CURATED
+from lib.data.curated import CURATED
 from lib.data.lake import Lake
 from lib.runner import clock, planning, scenario, simulation
 from lib.services.stack import Stack, private_variables

@@ -1,4 +1,4 @@
-"""lib.data.stats19 (finding, downloading, reading) and lib.data.validate (fatal errors and findings)."""
+"""lib.data.download (finding, downloading), lib.data.schema and lib.data.stats19 (reading), lib.data.validate."""
 
 from __future__ import annotations
 
@@ -17,23 +17,21 @@ import pandas as pd
 import pytest
 
 from lib.config import ROOT
-from lib.data.stats19 import (
-    SCHEMA,
+from lib.data.download import (
     DownloadError,
     HostNotFound,
     YearNotPublished,
     candidate_files,
-    canonical_columns,
     combined_file_name,
     fetch,
-    load_year,
-    read_table,
     sha256_file,
 )
+from lib.data.schema import SCHEMA, canonical_columns
+from lib.data.stats19 import load_year, read_table
 from lib.data.synth import generate, write_files
 from lib.data.validate import ValidationError, findings_frame, validate_year
 
-# Rows per year in the real mirror (mirror/RECONSTRUCTION.md): collisions, vehicles, casualties.
+# Rows per year in the real mirror (lib/data/README.md, "The mirror"): collisions, vehicles, casualties.
 MIRROR_ROWS = {
     2014: (751, 1361, 940),
     2015: (642, 1187, 806),

@@ -14,8 +14,10 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
 
 from lib.config import ROOT
-from lib.data.features import CATEGORICAL_FEATURES, FEATURE_COLUMNS, build_curated
-from lib.data.stats19 import load_year, read_table, sha256_file
+from lib.data.curated import build_curated
+from lib.data.download import sha256_file
+from lib.data.features import CATEGORICAL_FEATURES, FEATURE_COLUMNS
+from lib.data.stats19 import load_year, read_table
 from lib.data.synth import MARKER_FILE, Shift, generate, write_files
 from lib.data.validate import findings_frame
 

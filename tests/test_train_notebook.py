@@ -1,7 +1,7 @@
 """Done-when for training: 01_ingest fills the lake from the real Waltham Forest mirror (2014-2018), then
 02_train runs headless (train 2014-2016, validate 2017, test 2018), registers the model and promotes it.
 
-The mirror's 2018 file has 707 collisions, 96 of them KSI (7 fatal, 89 serious; RECONSTRUCTION.md).
+The mirror's 2018 file has 707 collisions, 96 of them KSI (7 fatal, 89 serious; lib/data/README.md, "The mirror").
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from dataclasses import replace
 import mlflow
 import pytest
 
+from lib.data.curated import CURATED
 from lib.data.features import TARGET_COLUMNS
-from lib.data.ingest import CURATED
 from lib.data.lake import open_lake
 from lib.modeling.candidates import BASELINES
 from lib.modeling.model import OUTPUT_COLUMNS

@@ -718,8 +718,9 @@ LABELS: dict[str, dict[int, str]] = {
     "casualty_home_area_type": HOME_AREA_TYPES,
 }
 
-# Codes that mean "not known" besides -1 (SCHEMA.md section 5; the guide's "unknown (self reported)",
-# "Unknown", "Not known" and "Unallocated" entries). They become missing in the curated table.
+# Codes that mean "not known" besides -1 (lib/data/README.md, "Missing and unknown codes": the guide's
+# "unknown (self reported)", "Unknown", "Not known" and "Unallocated" entries). They become missing in the
+# curated table.
 UNKNOWN_CODES: dict[str, frozenset[int]] = {
     column: frozenset(codes)
     for column, codes in {

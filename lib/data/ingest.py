@@ -17,15 +17,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from lib.data import features, stats19
+from lib.data import download, stats19
+from lib.data.curated import CURATED, CURATION_VERSION, build_curated
 from lib.data.lake import Lake, NoSuchObject
 from lib.data.validate import Finding
 
 log = logging.getLogger(__name__)
-
-CURATED = "curated/collisions"
-# Bump when the curated table changes meaning, so existing partitions are rebuilt once.
-CURATION_VERSION = 1
 
 
 @dataclass
@@ -39,12 +36,12 @@ class YearResult:
     seconds: float = 0.0
 
 
-def raw_key(source: stats19.Source) -> str:
+def raw_key(source: download.Source) -> str:
     folder = "all-years" if source.combined else f"year={source.year}"
     return f"raw/stats19/{source.table}/{folder}/{source.name}"
 
 
-def store_raw(lake: Lake, source: stats19.Source) -> bool:
+def store_raw(lake: Lake, source: download.Source) -> bool:
     """Copy the published bytes into the lake unless it holds them already; True if written."""
     key = raw_key(source)
     checksum_key = key + ".sha256"
@@ -67,7 +64,7 @@ def ingest_year(lake: Lake, base_url: str, year: int, cache_dir: Path, *, force:
                 progress: bool = True) -> YearResult:
     """Bring one year into the lake; see the module docstring for when it writes nothing."""
     began = time.perf_counter()
-    sources = stats19.fetch_year(base_url, year, cache_dir, progress=progress)
+    sources = download.fetch_year(base_url, year, cache_dir, progress=progress)
     checksums = {table: source.sha256 for table, source in sources.items()}
     committed = lake.manifest(CURATED, year)
     if (not force and committed is not None and committed.get("source_sha256") == checksums
@@ -78,7 +75,7 @@ def ingest_year(lake: Lake, base_url: str, year: int, cache_dir: Path, *, force:
                           seconds=time.perf_counter() - began)
 
     data = stats19.read_year(year, sources, base_url)
-    curated = features.build_curated(data.collisions, data.vehicles, data.casualties)
+    curated = build_curated(data.collisions, data.vehicles, data.casualties)
     counts = severity_counts(curated)
     written = [raw_key(s) for s in sources.values() if store_raw(lake, s)]
     lake.write_partition(

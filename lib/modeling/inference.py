@@ -1,6 +1,6 @@
 """Batch inference: score a window of curated collisions and store one prediction per collision.
 
-A window is a range of collision dates, both ends included. `read_window` reads only the curated
+A window is a range of collision dates, both ends included. `lib.data.curated.read_window` reads only the curated
 year partitions the window touches and drops the target columns, so the truth never reaches the
 model. `resolve_model` turns a registry URI (`models:/name@alias` or `models:/name/3`) into the
 version it points at now, with the KSI alert threshold that version was trained with; scoring then
@@ -25,7 +25,6 @@ import re
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import date
 from importlib import metadata
 from pathlib import Path
 from urllib.parse import urlparse
@@ -38,9 +37,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 from tqdm import tqdm
 
-from lib.data.features import TARGET_COLUMNS
-from lib.data.ingest import CURATED
-from lib.data.lake import Lake
+from lib.data.curated import Window
 from lib.errors import NeedsAction
 from lib.modeling.evaluation import PROBABILITY_COLUMNS
 from lib.modeling.mlflow_model import ALERT_THRESHOLD_PARAM, load_pyfunc
@@ -65,64 +62,6 @@ class ModelNotFound(InferenceError, NeedsAction):
 
 class ScoringError(InferenceError):
     """The model server refused a batch or stayed unreachable; the message carries its answer."""
-
-
-# -- the window -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Window:
-    """Collision dates from `start` to `end`, both included."""
-
-    start: date
-    end: date
-
-    @classmethod
-    def parse(cls, start_date: str | date, end_date: str | date) -> Window:
-        """From ISO dates such as "2018-01-01"; the message names a malformed or reversed parameter."""
-        bounds = []
-        for name, value in (("start_date", start_date), ("end_date", end_date)):
-            if isinstance(value, date):
-                bounds.append(value)
-                continue
-            try:
-                bounds.append(date.fromisoformat(str(value)))
-            except ValueError:
-                raise ValueError(f"{name}={value!r} is not an ISO date like 2018-01-31") from None
-        if bounds[1] < bounds[0]:
-            raise ValueError(f"end_date {bounds[1]} is before start_date {bounds[0]}")
-        return cls(*bounds)
-
-    @property
-    def years(self) -> range:
-        return range(self.start.year, self.end.year + 1)
-
-    def __str__(self) -> str:
-        return f"{self.start}..{self.end}"
-
-
-def read_window(lake: Lake, window: Window) -> pd.DataFrame:
-    """The curated collisions dated in `window`, without target columns, ordered by date and index.
-
-    Only the year partitions the window touches are read; a year without a partition holds no
-    collisions (logged, not an error: the simulation may run ahead of the data).
-    """
-    frames = []
-    for year in window.years:
-        manifest = lake.manifest(CURATED, year)
-        if manifest is None:
-            log.warning("The lake %s has no curated partition for %d; its days hold no collisions.", lake.uri, year)
-            continue
-        columns = [c for c in manifest["columns"] if c not in TARGET_COLUMNS]
-        frames.append(lake.read_partition(CURATED, year, columns))
-    if not frames:
-        return pd.DataFrame()
-    curated = pd.concat(frames, ignore_index=True)
-    day = pd.to_datetime(curated["date"]).dt.normalize()
-    inside = (day >= pd.Timestamp(window.start)) & (day <= pd.Timestamp(window.end))
-    rows = curated.loc[inside].sort_values(["date", "collision_index"], kind="stable").reset_index(drop=True)
-    log.info("Window %s: %s curated collisions.", window, f"{len(rows):,}")
-    return rows
 
 
 # -- the model --------------------------------------------------------------------------------------

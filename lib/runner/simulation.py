@@ -38,7 +38,7 @@ import psycopg2
 from mlflow.exceptions import MlflowException
 
 from lib.config import Settings
-from lib.data.ingest import CURATED
+from lib.data.curated import CURATED
 from lib.data.lake import LakeError, open_lake
 from lib.errors import NeedsAction, needs_action_names
 from lib.runner import executor, kernels, run_result

@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from lib.data import stats19, synth
-from lib.data.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES, build_curated
+from lib.data.curated import build_curated
+from lib.data.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES
 from lib.monitoring import monitor, retraining
 
 YEARS = (2023, 2024)

@@ -44,9 +44,9 @@ def measure(kind: str, folder: Path, collisions: int) -> dict:
     import pyarrow.csv as pacsv
 
     from lib.config import load_settings
+    from lib.data.download import FILE_PREFIX
     from lib.data.ingest import ingest_year
     from lib.data.lake import open_lake
-    from lib.data.stats19 import FILE_PREFIX
 
     paths = {table: folder / f"{FILE_PREFIX}{table}-{YEAR}.csv" for table in TABLES}
     started, cpu_started = time.perf_counter(), time.process_time()

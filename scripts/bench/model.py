@@ -22,7 +22,7 @@ import pandas as pd
 
 from lib.config import ROOT
 from lib.data import stats19
-from lib.data.features import build_curated
+from lib.data.curated import build_curated
 from lib.data.synth import generate
 from lib.modeling.candidates import MODEL, evaluate, fit_candidates
 from lib.modeling.split import Split, split_by_years

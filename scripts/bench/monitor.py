@@ -159,8 +159,8 @@ def library_steps() -> dict[str, float]:
     import pandas as pd
 
     from lib.config import load_settings
+    from lib.data.curated import CURATED
     from lib.data.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES
-    from lib.data.ingest import CURATED
     from lib.data.lake import open_lake
     from lib.monitoring import evidently_report, monitor
     from lib.store.db import session

@@ -1,7 +1,7 @@
 """Benchmark: serving (scripts/serve.py) and batch inference (lib/modeling/inference.py, notebooks/03_infer.py).
 
 A private stack (PostgreSQL, S3, MLflow on free ports in a temporary folder, like the tests) runs for
-the benchmark. Synthetic national-size curated years (lib.data.synth + lib.data.features) go to its lake; the
+the benchmark. Synthetic national-size curated years (lib.data.synth + lib.data.curated) go to its lake; the
 model is fitted with lib.modeling.candidates.fit_gbm on the first year, validated on the second, and registered as
 champion with its alert threshold (as 02_train does, without 02_train's evaluation). Then:
 
@@ -41,8 +41,7 @@ def prepare(collisions_per_year: int) -> None:
     """Curated synthetic years in the lake and a registered champion fitted on them."""
     import mlflow
 
-    from lib.data.features import build_curated
-    from lib.data.ingest import CURATED
+    from lib.data.curated import CURATED, build_curated
     from lib.data.lake import open_lake
     from lib.data.synth import generate
     from lib.modeling.candidates import fit_gbm
@@ -150,9 +149,9 @@ def main() -> None:
 def run(args) -> dict:
     import pandas as pd
 
-    from lib.data.ingest import CURATED
+    from lib.data.curated import CURATED, Window, read_window
     from lib.data.lake import open_lake
-    from lib.modeling.inference import HttpScorer, InProcessScorer, Window, read_window, resolve_model
+    from lib.modeling.inference import HttpScorer, InProcessScorer, resolve_model
     from tests.serving import model_server
 
     prepare(args.collisions_per_year)

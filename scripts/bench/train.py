@@ -40,8 +40,7 @@ def peak_rss_mb(who: int) -> float:
 
 def generate(collisions_per_year: int) -> dict:
     from lib.config import load_settings
-    from lib.data.features import build_curated
-    from lib.data.ingest import CURATED
+    from lib.data.curated import CURATED, build_curated
     from lib.data.lake import open_lake
     from lib.data.synth import generate as draw
 
@@ -81,8 +80,8 @@ def score() -> dict:
     import pandas as pd
 
     from lib.config import load_settings
+    from lib.data.curated import CURATED
     from lib.data.features import FEATURE_COLUMNS
-    from lib.data.ingest import CURATED
     from lib.data.lake import open_lake
 
     settings = load_settings()
