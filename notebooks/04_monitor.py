@@ -46,7 +46,6 @@ quality_windows = 4  # labelled windows averaged for the quality rule
 quality_fraction = 0.8  # retrain when their mean KSI PR-AUC < this x the champion's test KSI PR-AUC
 
 # %%
-import functools
 import logging
 import time
 from datetime import date
@@ -55,7 +54,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from lib.config import configure
-from lib.data.curated import CURATED
+from lib.data.curated import Window, read_window
 from lib.data.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES
 from lib.data.lake import open_lake
 from lib.modeling.model_run import load_model_run
@@ -68,11 +67,8 @@ from lib.store.metrics import DRIFT, QUALITY
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 started = time.monotonic()
 settings = configure()
-if not window_start or not window_end:
-    raise ValueError(f"window_start and window_end are required ISO dates, got {window_start!r} and {window_end!r}")
-start, end = date.fromisoformat(window_start), date.fromisoformat(window_end)
-if end < start:
-    raise ValueError(f"window_end {end} is before window_start {start}")
+monitored = Window.from_parameters(window_start=window_start, window_end=window_end)
+start, end = monitored.start, monitored.end
 today = date.fromisoformat(as_of) if as_of else end
 delay = settings.label_delay_days
 database_url = settings.database_url
@@ -81,18 +77,6 @@ model_name = settings.model_name
 policy = retraining.RetrainingPolicy(quality_windows, quality_fraction, drift_share_threshold, min_drift_rows)
 lake = open_lake(settings)
 
-
-@functools.cache
-def curated_year(year: int) -> pd.DataFrame:
-    """One year of curated collisions, read once per run: the windows checked for quality share it."""
-    return lake.read_dataset(CURATED, [year])
-
-
-def curated_rows(first: date, last: date) -> pd.DataFrame:
-    """The curated collisions (features and labels) dated first..last, from the lake."""
-    rows = pd.concat([curated_year(year) for year in range(first.year, last.year + 1)], ignore_index=True)
-    dates = pd.to_datetime(rows["date"])
-    return rows[(dates >= pd.Timestamp(first)) & (dates <= pd.Timestamp(last))]
 
 
 # %% [markdown]
@@ -111,7 +95,7 @@ with session(database_url) as conn:
     predictions = monitor.load_predictions(conn, start, end, model_version)
 if predictions.empty:
     raise RuntimeError(f"model version {model_version} scored none of {start}..{end}; versions that did: {versions}")
-window = monitor.join_truth(predictions, curated_rows(start, end))
+window = monitor.join_truth(predictions, read_window(lake, monitored, with_labels=True))
 model_run = load_model_run(settings.mlflow_tracking_uri, model_name, model_version)
 reference = model_run.reference
 print(
@@ -174,7 +158,8 @@ with session(database_url) as conn:
     quality_rows = []
     for due_start, due_end, due_version in due:
         scored = monitor.join_truth(
-            monitor.load_predictions(conn, due_start, due_end, due_version), curated_rows(due_start, due_end)
+            monitor.load_predictions(conn, due_start, due_end, due_version),
+            read_window(lake, Window(due_start, due_end), with_labels=True),
         )
         quality = monitor.compute_quality(scored, due_start, due_end, today, delay)
         monitor.store_metrics(

@@ -27,7 +27,7 @@ import pytest
 
 from lib.config import ROOT, Settings, load_settings
 from lib.data import synth
-from lib.data.curated import CURATED
+from lib.data.curated import CURATED, Window
 from lib.data.lake import Lake
 from lib.runner import clock, planning, scenario, simulation
 from lib.services.stack import Stack, private_variables
@@ -105,23 +105,23 @@ def test_monitoring_days_are_window_ends_and_label_arrivals_in_date_order():
 
     nothing = date(2022, 12, 31)
     assert point(nothing, nothing, []) == planning.MonitoringPoint(
-        date(2023, 1, 5), (date(2023, 1, 1), date(2023, 1, 5)), True
+        date(2023, 1, 5), Window(date(2023, 1, 1), date(2023, 1, 5)), True
     )
-    first = (date(2023, 1, 1), date(2023, 1, 5))
+    first = Window(date(2023, 1, 1), date(2023, 1, 5))
     # The first window's labels arrive on the 8th, before the second window ends on the 10th.
-    assert point(first[1], first[1], [first]) == planning.MonitoringPoint(date(2023, 1, 8), first, False)
-    assert point(first[1], date(2023, 1, 8), [first]).as_of == date(2023, 1, 10)
+    assert point(first.end, first.end, [first]) == planning.MonitoringPoint(date(2023, 1, 8), first, False)
+    assert point(first.end, date(2023, 1, 8), [first]).as_of == date(2023, 1, 10)
     # When the labels arrive on a window's last day, that window's own run computes the quality.
-    assert point(first[1], first[1], [first], delay=5) == planning.MonitoringPoint(
-        date(2023, 1, 10), (date(2023, 1, 6), date(2023, 1, 10)), True
+    assert point(first.end, first.end, [first], delay=5) == planning.MonitoringPoint(
+        date(2023, 1, 10), Window(date(2023, 1, 6), date(2023, 1, 10)), True
     )
     # Without a label delay, quality is computed in the window's own run.
-    assert point(first[1], first[1], [first], delay=0).as_of == date(2023, 1, 10)
+    assert point(first.end, first.end, [first], delay=0).as_of == date(2023, 1, 10)
 
 
 def test_catching_up_goes_in_bounded_chunks_and_failures_back_off():
-    assert planning.next_chunk(date(2022, 12, 31), date(2023, 12, 31)) == (date(2023, 1, 1), date(2023, 1, 31))
-    assert planning.next_chunk(date(2023, 12, 20), date(2023, 12, 31)) == (date(2023, 12, 21), date(2023, 12, 31))
+    assert planning.next_chunk(date(2022, 12, 31), date(2023, 12, 31)) == Window(date(2023, 1, 1), date(2023, 1, 31))
+    assert planning.next_chunk(date(2023, 12, 20), date(2023, 12, 31)) == Window(date(2023, 12, 21), date(2023, 12, 31))
     assert planning.next_chunk(date(2023, 12, 31), date(2023, 12, 31)) is None
     assert planning.stop_date(START, days=10) == date(2023, 1, 10)
     assert planning.stop_date(START, days=10, until=date(2023, 1, 4)) == date(2023, 1, 4)

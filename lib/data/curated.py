@@ -227,8 +227,9 @@ class Window:
         return f"{self.start}..{self.end}"
 
 
-def read_window(lake: Lake, window: Window) -> pd.DataFrame:
-    """The curated collisions dated in `window`, without target columns, ordered by date and index.
+def read_window(lake: Lake, window: Window, *, with_labels: bool = False) -> pd.DataFrame:
+    """The curated collisions dated in `window`, ordered by date and index: without the target columns
+    (what 03_infer may see), or `with_labels` (what 04_monitor checks the predictions against).
 
     Only the year partitions the window touches are read; a year without a partition holds no
     collisions (logged, not an error: the simulation may run ahead of the data).
@@ -239,7 +240,7 @@ def read_window(lake: Lake, window: Window) -> pd.DataFrame:
         if manifest is None:
             log.warning("The lake %s has no curated partition for %d; its days hold no collisions.", lake.uri, year)
             continue
-        columns = [c for c in manifest["columns"] if c not in TARGET_COLUMNS]
+        columns = [c for c in manifest["columns"] if with_labels or c not in TARGET_COLUMNS]
         frames.append(lake.read_partition(CURATED, year, columns))
     if not frames:
         return pd.DataFrame()

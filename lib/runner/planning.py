@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+from lib.data.curated import Window
+
 MAX_CHUNK_DAYS = 31  # days per 03_infer run while catching up
 
 
@@ -13,18 +15,18 @@ def day_before(day: date) -> date:
     return day - timedelta(days=1)
 
 
-def next_chunk(last_inferred: date, target: date, max_days: int = MAX_CHUNK_DAYS) -> tuple[date, date] | None:
-    """The next days to score, (first, last), or None when everything through `target` is scored."""
+def next_chunk(last_inferred: date, target: date, max_days: int = MAX_CHUNK_DAYS) -> Window | None:
+    """The next days to score, or None when everything through `target` is scored."""
     if last_inferred >= target:
         return None
     first = last_inferred + timedelta(days=1)
-    return first, min(target, first + timedelta(days=max_days - 1))
+    return Window(first, min(target, first + timedelta(days=max_days - 1)))
 
 
-def next_window(last_monitored_end: date, window_days: int) -> tuple[date, date]:
+def next_window(last_monitored_end: date, window_days: int) -> Window:
     """The window after the last monitored one; windows follow each other from the start date."""
     first = last_monitored_end + timedelta(days=1)
-    return first, first + timedelta(days=window_days - 1)
+    return Window(first, first + timedelta(days=window_days - 1))
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ class MonitoringPoint:
     """
 
     as_of: date
-    window: tuple[date, date]
+    window: Window
     new_window: bool
 
 
@@ -46,18 +48,18 @@ def next_monitoring_point(
     monitored_through: date,
     window_days: int,
     label_delay_days: int,
-    monitored_windows: list[tuple[date, date]],
+    monitored_windows: list[Window],
 ) -> MonitoringPoint:
     """The first monitoring day after `monitored_through`: a window end or a label arrival."""
     window = next_window(last_monitored_end, window_days)
-    point = MonitoringPoint(window[1], window, True)
+    point = MonitoringPoint(window.end, window, True)
     arrivals = [
-        (end + timedelta(days=label_delay_days), (start, end))
-        for start, end in monitored_windows
-        if end + timedelta(days=label_delay_days) > monitored_through
+        (monitored.end + timedelta(days=label_delay_days), monitored)
+        for monitored in monitored_windows
+        if monitored.end + timedelta(days=label_delay_days) > monitored_through
     ]
     if arrivals:
-        as_of, returning = min(arrivals)
+        as_of, returning = min(arrivals, key=lambda arrival: (arrival[0], arrival[1].start))
         if as_of < point.as_of:  # on a window's last day, its own run computes the arrived quality too
             point = MonitoringPoint(as_of, returning, False)
     return point

@@ -38,7 +38,7 @@ import psycopg2
 from mlflow.exceptions import MlflowException
 
 from lib.config import Settings
-from lib.data.curated import CURATED
+from lib.data.curated import CURATED, Window
 from lib.data.lake import LakeError, open_lake
 from lib.errors import NeedsAction, needs_action_names
 from lib.runner import executor, kernels, run_result
@@ -116,10 +116,10 @@ class TickReport:
     """What one tick did, for the console line and the tests."""
 
     simulated_now: datetime | None = None
-    scored_days: tuple[date, date] | None = None
+    scored_days: Window | None = None
     collisions: int = 0
     alerts: int = 0
-    windows: list[tuple[date, date]] = field(default_factory=list)
+    windows: list[Window] = field(default_factory=list)
     drift_share: float | None = None
     drift_too_small: bool = False  # too few collisions in the window for its drift to count
     quality: list[tuple[date, float | None]] = field(default_factory=list)  # (window end, KSI PR-AUC)
@@ -133,11 +133,11 @@ class TickReport:
         when = f"Simulated {self.simulated_now:%Y-%m-%d %H:%M}" if self.simulated_now else "Tick"
         parts = []
         if self.scored_days:
-            first, last = self.scored_days
+            first, last = self.scored_days.start, self.scored_days.end
             span = str(first) if first == last else f"{first}..{last}"
             parts.append(f"scored {span}: {self.collisions:,} collisions, {self.alerts:,} KSI alerts")
         if self.windows:
-            first, last = self.windows[0][0], self.windows[-1][1]
+            first, last = self.windows[0].start, self.windows[-1].end
             drift = ""
             if self.drift_share is not None:
                 drift = f", {self.drift_share:.0%} of features drifted in the last"
@@ -238,7 +238,8 @@ class Runner:
 
     # -- steps -------------------------------------------------------------------------------
 
-    def _infer(self, first: date, last: date, report: TickReport) -> None:
+    def _infer(self, days: Window, report: TickReport) -> None:
+        first, last = days.start, days.end
         self._run(
             "03_infer",
             {
@@ -250,7 +251,7 @@ class Runner:
         with self._session() as conn:
             simulation_state.set_progress(conn, last_inferred_date=last)
             scored = predictions.count_scored(conn, first, last)
-        report.scored_days = (report.scored_days[0] if report.scored_days else first, last)
+        report.scored_days = Window(report.scored_days.start if report.scored_days else first, last)
         report.collisions += scored["collisions"]
         report.alerts += scored["alerts"]
 
@@ -263,7 +264,7 @@ class Runner:
             progress.monitored_through,
             self.settings.monitor_window_days,
             delay,
-            windows,
+            [Window(start, end) for start, end in windows],
         )
 
     def _monitor_due(self, report: TickReport) -> None:
@@ -279,7 +280,7 @@ class Runner:
 
     def _monitor(self, point: MonitoringPoint, progress: Progress, report: TickReport) -> bool:
         """Run 04_monitor for one monitoring day (and retrain if told to); True when the simulation was rewound."""
-        (start, end), as_of = point.window, point.as_of
+        start, end, as_of = point.window.start, point.window.end, point.as_of
         done = {"monitored_through": as_of, **({"last_monitored_end": end} if point.new_window else {})}
         with self._session() as conn:
             scored = predictions.count_scored(conn, start, end)["collisions"]
@@ -391,7 +392,7 @@ class Runner:
                 progress = load_progress(conn)
             chunk = next_chunk(progress.last_inferred, target, self.max_chunk_days)
             if chunk:
-                self._infer(*chunk, report)
+                self._infer(chunk, report)
                 self._monitor_due(report)
             with self._session() as conn:
                 progress = load_progress(conn)
