@@ -155,7 +155,7 @@ def test_a_notebook_error_that_retrying_cannot_fix_stops_the_runner(settings, tm
         with pytest.raises(simulation.SimulationError,
                            match=r"03_infer failed: ModelNotFound: looked up models:/no_such_model@champion .*"
                                  r"Retrying cannot fix this, so the runner stops"):
-            runner._infer(date(2023, 1, 1), date(2023, 1, 2), simulation.TickReport())
+            runner._infer(Window(date(2023, 1, 1), date(2023, 1, 2)), simulation.TickReport())
     finally:
         runner.close()
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 from lib.data.codes import VEHICLE_GROUPS
 
 IDENTITY_COLUMNS = ["collision_index", "collision_year", "date"]
-# `casualty_severity_score` is the original project's regression target (a baseline in lib.modeling.model): per
+# `casualty_severity_score` is the original project's regression target (a baseline in lib.modeling.candidates): per
 # casualty fatal 3, serious 2, slight 1, summed over the collision. A target, never a feature.
 TARGET_COLUMNS = ["collision_severity", "ksi", "casualty_severity_score"]
 CATEGORICAL_FEATURES = [

@@ -22,9 +22,9 @@ import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
-from lib.modeling.evaluation import ModelScores, test_metrics
+from lib.modeling.evaluation import PROBABILITY_COLUMNS, ModelScores, test_metrics
 from lib.modeling.mlflow_model import StaleModel, load_pyfunc
-from lib.modeling.model import PROBABILITY_COLUMNS, severity_of
+from lib.modeling.model import severity_of
 from lib.modeling.model_run import VALIDATION_RANGE_PARAM, range_end
 from lib.store import events
 from lib.store.db import session
