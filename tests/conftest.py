@@ -6,6 +6,7 @@ tests never touch a developer's own data and may run while `make up` is running.
 
 from __future__ import annotations
 
+import signal
 import uuid
 from pathlib import Path
 
@@ -18,6 +19,12 @@ from lib.services.stack import private_stack
 SHARED = ROOT.parent / "shared"
 STATS19 = SHARED / "data" / "stats19"
 MIRROR = STATS19 / "mirror" / "road-accidents-safety-data"
+
+# The tests that press Ctrl-C (SIGINT) expect it to reach the commands they start, as in a terminal. A
+# run started as a background job of a non-interactive shell inherits SIGINT ignored, and so would
+# every command it starts; catching it here makes each child start with the default disposition again.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
