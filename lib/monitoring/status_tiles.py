@@ -10,10 +10,7 @@ import pandas as pd
 
 from lib.monitoring.dashboard_data import DashboardData
 from lib.monitoring.retraining import RetrainingPolicy
-from lib.store.metrics import (
-    DRIFT,
-    PR_AUC_METRIC,
-)
+from lib.store.metrics import DRIFT, PR_AUC_METRIC
 
 
 @dataclass(frozen=True)

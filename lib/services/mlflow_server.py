@@ -9,9 +9,7 @@ from urllib.parse import urlparse
 import requests
 
 from lib.config import environment
-from lib.services.service import (
-    Service,
-)
+from lib.services.service import Service
 
 
 class Mlflow(Service):

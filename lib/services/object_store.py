@@ -10,10 +10,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from lib.services import seaweed
-from lib.services.service import (
-    CredentialsRefused,
-    Service,
-)
+from lib.services.service import CredentialsRefused, Service
 
 
 class ObjectStore(Service):

@@ -15,10 +15,7 @@ from urllib.parse import quote, unquote, urlparse
 import psycopg2
 from psycopg2 import sql
 
-from lib.services.service import (
-    Service,
-    ServiceError,
-)
+from lib.services.service import Service, ServiceError
 
 log = logging.getLogger(__name__)
 

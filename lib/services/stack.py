@@ -27,11 +27,7 @@ from lib.config import SERVICES_DIR, Settings, load_settings
 from lib.services.mlflow_server import Mlflow
 from lib.services.object_store import ObjectStore
 from lib.services.postgres import Postgres
-from lib.services.service import (
-    START_TIMEOUT_S,
-    ServiceStatus,
-    free_port_block,
-)
+from lib.services.service import START_TIMEOUT_S, ServiceStatus, free_port_block
 
 log = logging.getLogger(__name__)
 
