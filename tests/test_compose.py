@@ -429,6 +429,8 @@ def test_image_installs_requirements_txt_only_and_holds_what_the_code_reads():
     assert instructions[0] == ("FROM", "python:3.11-slim")
     runs = [args for op, args in instructions if op == "RUN"]
     assert any(re.search(r"pip install .*-r requirements\.txt", run) for run in runs)
+    # The package itself, editable as `make setup` installs it, so `python scripts/...` imports `lib`.
+    assert any(re.search(r"pip install .*--editable \.$", run) for run in runs)
     assert "requirements-dev" not in DOCKERFILE.read_text()
 
     copied = set()
@@ -439,7 +441,7 @@ def test_image_installs_requirements_txt_only_and_holds_what_the_code_reads():
                 assert (ROOT / source).exists(), f"the Dockerfile copies {source}, which does not exist"
             copied |= {source.rstrip("/") for source in sources}
     # lib/config.py falls back to .env.example for every setting the environment leaves out.
-    assert {"requirements.txt", "lib", "scripts", "notebooks", DEFAULTS_FILE.name} <= copied
+    assert {"requirements.txt", "pyproject.toml", "lib", "scripts", "notebooks", DEFAULTS_FILE.name} <= copied
     assert [args for op, args in instructions if op == "USER"][-1] not in ("root", "0")
 
     ignored = [
