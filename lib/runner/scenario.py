@@ -156,28 +156,29 @@ def ensure_baseline_champion(settings: Settings, plan: YearPlan, progress: bool 
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     client = mlflow.MlflowClient()
     champion = _champion(client, settings)
-    if champion is not None and _loads(settings, champion.version):
+    if champion is not None:
         last_tested = _last_tested(client, champion.run_id)
-        if last_tested is not None and last_tested < plan.simulation_start:
+        if last_tested is not None and last_tested < plan.simulation_start and _loads(settings, champion.version):
             log.info(
                 "Champion version %s was tested on collisions up to %s, before the simulation: it is kept.",
                 champion.version,
                 last_tested,
             )
             return str(champion.version)
-    baselines = [version for version in baseline_versions(settings, plan) if _loads(settings, version)]
-    if not baselines:
+    # The newest baseline this code can load: each check loads a model, so stop at the first that does.
+    version = next((v for v in baseline_versions(settings, plan) if _loads(settings, v)), None)
+    if version is None:
         log.info("Training the first model: %s.", plan.describe())
         train(settings, plan, progress=progress, **train_parameters)
-        baselines = baseline_versions(settings, plan)
+        version = baseline_versions(settings, plan)[0]
         champion = _champion(client, settings)
-    version = baselines[0]
     if champion is None or str(champion.version) != version:
-        # The champion was trained on days the simulation will score (a retraining of an earlier run).
+        # The champion was trained on days the simulation will score (a retraining of an earlier run), or
+        # was saved by an older version of this code (logged by _loads).
         client.set_registered_model_alias(settings.model_name, settings.model_alias, version)
         log.info(
-            "Alias %s now points at version %s, trained on %s: version %s, the champion until now, was tested on "
-            "collisions from the simulated days.",
+            "Alias %s now points at version %s, trained on %s, instead of version %s, which was tested on the "
+            "simulated days or cannot be loaded by this code.",
             settings.model_alias,
             version,
             plan.train_parameters()["train_years"],

@@ -1,5 +1,9 @@
 """What every embedded server has in common: a process started in its own folder, its log, its pid file and
-port, a health check, and the errors that say what went wrong."""
+port, a health check, and the errors that say what went wrong.
+
+A pid file records the process's start time as well as its pid, so a stale file left by `kill -9` (or a
+pid reused by another program) is recognised and ignored.
+"""
 
 from __future__ import annotations
 

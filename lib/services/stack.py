@@ -1,16 +1,13 @@
-"""Embedded services: real PostgreSQL, S3 (SeaweedFS) and MLflow servers from PyPI wheels.
+"""The stack: the embedded PostgreSQL, S3 (SeaweedFS) and MLflow servers started, checked and stopped together.
 
 A service is embedded when its variable points at this machine's loopback (127.0.0.1,
 localhost), whatever the port, so `.env` alone moves it; one that points elsewhere (a team
 server, MinIO from docker-compose, AWS) is external: it is never started or stopped here, only
-health-checked. State, logs and pid files live under
-`data/services/<name>/`. A pid file records the process's start time as well as its pid, so a
-stale file left by `kill -9` (or a pid reused by another program) is recognised and ignored.
+health-checked. State, logs and pid files live under `data/services/<name>/` (lib/services/service.py).
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import secrets
@@ -28,9 +25,6 @@ from lib.services.mlflow_server import Mlflow
 from lib.services.object_store import ObjectStore
 from lib.services.postgres import Postgres
 from lib.services.service import START_TIMEOUT_S, ServiceStatus, free_port_block
-
-log = logging.getLogger(__name__)
-
 
 
 class Stack:
