@@ -8,7 +8,7 @@ import sys
 import time
 
 from lib.config import ConfigError, configure
-from lib.services.service import ServiceError
+from lib.services.service import ServiceError, shown_url
 from lib.services.stack import Stack
 
 
@@ -21,10 +21,10 @@ def main(argv: list[str] | None = None) -> int:
         stack = Stack(configure())
         if args.action == "status":
             statuses = stack.status()
-            width = max(len(s.url) for s in statuses)
+            width = max(len(shown_url(s.url)) for s in statuses)
             for s in statuses:
                 health = "healthy" if s.healthy else f"NOT healthy ({s.detail})"
-                print(f"{s.name:<9} {s.url:<{width}}  {s.state:<20} {health}")
+                print(f"{s.name:<9} {shown_url(s.url):<{width}}  {s.state:<20} {health}")
             return 0 if all(s.healthy for s in statuses) else 1
         began = time.monotonic()
         messages = stack.up() if args.action == "up" else stack.down()

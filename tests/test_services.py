@@ -22,6 +22,7 @@ import psutil
 import psycopg2
 import pytest
 from minio.error import S3Error
+from mlflow import MlflowClient
 from urllib3 import encode_multipart_formdata
 
 from lib.config import load_settings
@@ -45,11 +46,15 @@ def test_up_status_idempotence_recovery_and_down(own_stack):
     first = own_stack.up()
     assert all("started" in line for line in first), first
     assert all(s.healthy and s.pid for s in own_stack.status())
+    password = urlparse(own_stack.services[0].url).password
+    assert password and password not in "\n".join(first), "up printed the database password"
 
     second = own_stack.up()
     assert all("already running" in line for line in second), second
 
     mlflow = next(s for s in own_stack.services if s.name == "mlflow")
+    experiment = MlflowClient(mlflow.url).create_experiment("kept across restarts")
+
     killed = json.loads(mlflow.pid_file.read_text())["pid"]
     os.kill(killed, signal.SIGKILL)
     psutil.Process(killed).wait(timeout=10) if psutil.pid_exists(killed) else None
@@ -60,6 +65,7 @@ def test_up_status_idempotence_recovery_and_down(own_stack):
     third = own_stack.up()
     assert any(line.startswith("mlflow: started") for line in third), third
     assert all(s.healthy for s in own_stack.status())
+    assert MlflowClient(mlflow.url).get_experiment(experiment).name == "kept across restarts"
 
     recorded = [s._record() for s in own_stack.services]
     groups = [p for s, r in zip(own_stack.services, recorded, strict=True) for p in s._group(r)]

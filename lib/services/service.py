@@ -39,6 +39,14 @@ class CredentialsRefused(ServiceError, NeedsAction):
     """A running service refused the configured keys: waiting longer cannot help."""
 
 
+def shown_url(url: str) -> str:
+    """The URL to print: its password, if any, replaced by ***."""
+    parts = urlparse(url)
+    if parts.password is None:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
+
+
 @dataclass
 class ServiceStatus:
     name: str
@@ -226,7 +234,7 @@ class Service:
             if ok:
                 self.after_start()
                 return
-            time.sleep(0.2)
+            time.sleep(0.05)
         raise ServiceError(f"{self.name} did not become healthy within {START_TIMEOUT_S:.0f} s ({detail}). "
                            f"Last lines of {self.log_file}:\n{_log_tail(self.log_file)}")
 

@@ -24,7 +24,9 @@ from lib.config import SERVICES_DIR, Settings, load_settings
 from lib.services.mlflow_server import Mlflow
 from lib.services.object_store import ObjectStore
 from lib.services.postgres import Postgres
-from lib.services.service import START_TIMEOUT_S, ServiceStatus, free_port_block
+from lib.services.service import START_TIMEOUT_S, ServiceStatus, free_port_block, shown_url
+
+LAUNCH_ORDER = ("mlflow", "s3", "postgres")
 
 
 class Stack:
@@ -42,11 +44,12 @@ class Stack:
         """Start every embedded service that is not running and wait until all are healthy."""
         messages, started, running = [], [], []
         try:
-            for service in self.services:
+            # The slowest to become healthy is launched first; none needs another to start.
+            for service in sorted(self.services, key=lambda service: LAUNCH_ORDER.index(service.name)):
                 if not service.embedded:
-                    messages.append(f"{service.name}: external at {service.url}, not started here")
+                    messages.append(f"{service.name}: external at {shown_url(service.url)}, not started here")
                 elif (proc := service.process()) is not None:
-                    messages.append(f"{service.name}: already running (pid {proc.pid}) at {service.url}")
+                    messages.append(f"{service.name}: already running (pid {proc.pid}) at {shown_url(service.url)}")
                     running.append((service, proc))
                 else:
                     started.append((service, service.start()))
@@ -58,7 +61,8 @@ class Stack:
             for service, _ in started:
                 service.stop()
             raise
-        messages += [f"{s.name}: started (pid {p.pid}) at {s.url}" for s, p in started]
+        messages += [f"{s.name}: started (pid {p.pid}) at {shown_url(s.url)}"
+                     for s, p in sorted(started, key=lambda pair: self.services.index(pair[0]))]
         return messages
 
     def down(self) -> list[str]:
