@@ -6,6 +6,7 @@ private MLflow, PostgreSQL and S3, on synthetic curated years written to their o
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -20,6 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
+from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
 from lib.data.curated import CURATED, build_curated
@@ -30,6 +32,7 @@ from lib.modeling.candidates import BASELINES, FAMILIES, fit_families, fit_gbm
 from lib.modeling.evaluation import _resample_weights, _SortedScore, bootstrap_auc, max_f1_threshold
 from lib.modeling.model import (
     OUTPUT_COLUMNS,
+    FastCategoryCodes,
     FastEncoding,
     ModelInputError,
     _one_hot_encoder,
@@ -403,3 +406,23 @@ def test_the_fast_encoding_gives_scikit_learn_s_numbers(parts):
     expected = fitted.transform(test)
     expected = expected.toarray() if hasattr(expected, "toarray") else expected
     assert np.allclose(FastEncoding.of(fitted).transform(test).toarray(), expected)
+    # As models registered before the imputer and scaler were unpacked pickled it: they still score the same.
+    (_, onehot, categorical), (_, numbers, numeric) = fitted.transformers_[:2]
+    earlier = FastEncoding.__new__(FastEncoding)
+    earlier.__setstate__({"categorical": categorical, "categories": list(onehot.categories_),
+                          "numeric": numeric, "numbers": numbers})
+    assert np.allclose(earlier.transform(test).toarray(), expected)
+
+
+def test_the_fast_category_codes_give_scikit_learn_s_decisions(parts):
+    train, test = (feature_matrix(parts[p]) for p in ("train", "test"))
+    mask = categorical_mask()
+    ksi = parts["train"]["ksi"].to_numpy()
+    stock = HistGradientBoostingClassifier(categorical_features=mask, max_iter=30, random_state=0).fit(train, ksi)
+    fast = copy.deepcopy(stock)
+    FastCategoryCodes.install(fast)
+    assert isinstance(fast._preprocessor, FastCategoryCodes)
+    test[:5, np.flatnonzero(mask)[0]] = 250  # a code never seen in training
+    test[5:10, np.flatnonzero(mask)] = np.nan  # missing codes, seen or not
+    test[10:15, np.flatnonzero(~mask)[0]] = np.nan  # a missing number
+    assert np.array_equal(fast.decision_function(test), stock.decision_function(test))

@@ -52,6 +52,7 @@ from lib.modeling.evaluation import (
 )
 from lib.modeling.model import (
     FAMILY_COLUMNS,
+    FastCategoryCodes,
     FastEncoding,
     KsiFamily,
     KsiModel,
@@ -179,6 +180,7 @@ def fit_families(train: pd.DataFrame, validation: pd.DataFrame, seed: int) -> Fa
         **params,
     ).fit(A[:, boosted_columns], ksi, X_val=A_val[:, boosted_columns], y_val=ksi_val)
     log.info("The boosted family stopped after %d iterations.", boosted.n_iter_)
+    FastCategoryCodes.install(boosted)
     uncalibrated = {"boosted": KsiFamily(boosted, boosted_columns, Platt(1.0, 0.0))}
     for name in ("linear", "textbook"):  # on the encoding's columns that come from the family's inputs
         columns = [i for i, column in enumerate(encodes) if column in FAMILY_INPUTS[name]]

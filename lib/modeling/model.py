@@ -174,7 +174,10 @@ class SeverityModel:
     details: dict = field(default_factory=dict)
 
     def probabilities(self, frame: pd.DataFrame) -> np.ndarray:
-        X = feature_matrix(frame, self.feature_columns)
+        return self.matrix_probabilities(feature_matrix(frame, self.feature_columns))
+
+    def matrix_probabilities(self, X: np.ndarray) -> np.ndarray:
+        """Probabilities for `feature_matrix` rows of `feature_columns` (the server builds them itself)."""
         if not len(X):  # scikit-learn refuses zero rows; no rows simply have no probabilities
             return np.empty((0, len(SEVERITIES)))
         with single_threaded():
@@ -182,7 +185,11 @@ class SeverityModel:
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         """`OUTPUT_COLUMNS` for each row of `frame`, on the same index."""
-        probabilities = self.probabilities(frame)
+        return self.predict_matrix(feature_matrix(frame, self.feature_columns), frame.index)
+
+    def predict_matrix(self, X: np.ndarray, index: pd.Index | None = None) -> pd.DataFrame:
+        """`OUTPUT_COLUMNS` for each row of a `feature_matrix` of `feature_columns`."""
+        probabilities = self.matrix_probabilities(X)
         p_ksi, alert, predicted = decide(probabilities, self.alert_threshold)
         return pd.DataFrame(
             {
@@ -193,7 +200,7 @@ class SeverityModel:
                 "predicted_severity": predicted.astype(np.int64),
                 "ksi_alert": alert,
             },
-            index=frame.index,
+            index=index,
         )
 
     def scores(self, frame: pd.DataFrame, name: str) -> ModelScores:
@@ -243,13 +250,22 @@ class FastEncoding:
 
     categorical: np.ndarray  # columns one-hot encoded, and each one's categories (a NaN category last)
     categories: list[np.ndarray]
-    numeric: np.ndarray
-    numbers: Any  # the fitted imputer and scaler of the numeric columns
+    numeric: np.ndarray  # columns imputed by their median, with a missing indicator where training had gaps
+    medians: np.ndarray  # per numeric column; NaN: a column empty in training, which the imputer dropped
+    indicated: np.ndarray  # positions among `numeric` that get a missing indicator
+    mean: np.ndarray  # the scaler's, over the imputed columns then the indicators
+    scale: np.ndarray
 
     @classmethod
     def of(cls, fitted: ColumnTransformer) -> FastEncoding:
         (_, onehot, categorical), (_, numbers, numeric) = fitted.transformers_[:2]
-        return cls(np.asarray(categorical), list(onehot.categories_), np.asarray(numeric), numbers)
+        return cls(np.asarray(categorical), list(onehot.categories_), np.asarray(numeric),
+                   **_imputed_and_scaled(numbers))
+
+    def __setstate__(self, state: dict) -> None:
+        if "numbers" in state:  # pickled before the imputer and scaler were unpacked: models registered earlier
+            state = {**state, **_imputed_and_scaled(state.pop("numbers"))}
+        self.__dict__.update(state)
 
     def transform(self, A: np.ndarray) -> sparse.csr_matrix:
         rows, columns, offset = [], [], 0
@@ -265,9 +281,55 @@ class FastEncoding:
             rows.append(np.flatnonzero(hit))
             columns.append(column[hit])
             offset += len(categories)
-        rows, columns = np.concatenate(rows), np.concatenate(columns)
-        onehot = sparse.csr_matrix((np.ones(len(rows)), (rows, columns)), shape=(len(A), offset))
-        return sparse.hstack([onehot, self.numbers.transform(A[:, self.numeric])], format="csr")
+        numbers = A[:, self.numeric]
+        kept = ~np.isnan(self.medians)
+        imputed = np.where(np.isnan(numbers), self.medians, numbers)[:, kept]
+        indicators = np.isnan(numbers[:, self.indicated])
+        scaled = (np.hstack([imputed, indicators]) - self.mean) / self.scale
+        rows.append(np.repeat(np.arange(len(A)), scaled.shape[1]))
+        columns.append(np.tile(np.arange(offset, offset + scaled.shape[1]), len(A)))
+        values = np.concatenate([np.ones(sum(len(r) for r in rows[:-1])), scaled.ravel()])
+        shape = (len(A), offset + scaled.shape[1])
+        return sparse.csr_matrix((values, (np.concatenate(rows), np.concatenate(columns))), shape=shape)
+
+
+def _imputed_and_scaled(numbers) -> dict[str, np.ndarray]:
+    """The numbers a fitted median imputer (with missing indicators) and standard scaler apply."""
+    imputer, scaler = numbers[0], numbers[-1]
+    indicated = imputer.indicator_.features_ if imputer.indicator_ is not None else []
+    return {"medians": imputer.statistics_, "indicated": np.asarray(indicated, dtype=int),
+            "mean": scaler.mean_, "scale": scaler.scale_}
+
+
+@dataclass
+class FastCategoryCodes:
+    """A fitted HistGradientBoosting model's own input preparation (its categorical columns through an
+    OrdinalEncoder, unknown or missing codes as NaN, then the numeric columns) without scikit-learn's
+    ColumnTransformer, which spends 3.6 ms of a served request's 4 ms in the model on per-call checks.
+    `install` puts it where the estimator looks for its preprocessor; the numbers are the same."""
+
+    categorical: np.ndarray  # input columns, in the order the encoder outputs them, and their categories
+    categories: list[np.ndarray]
+    numeric: np.ndarray
+
+    @classmethod
+    def install(cls, estimator) -> None:
+        if estimator._preprocessor is None:  # no categorical column: scikit-learn only validates
+            return
+        (_, encoder, categorical), (_, _, numeric) = estimator._preprocessor.transformers_[:2]
+        known = [categories[~np.isnan(categories)] for categories in encoder.categories_]
+        estimator._preprocessor = cls(np.flatnonzero(categorical), known, np.flatnonzero(numeric))
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)
+        codes = np.empty((len(X), len(self.categorical) + len(self.numeric)))
+        for position, (column, categories) in enumerate(zip(self.categorical, self.categories, strict=True)):
+            values = X[:, column]
+            at = np.searchsorted(categories, values).clip(0, max(len(categories) - 1, 0))
+            hit = categories[at] == values if len(categories) else np.zeros(len(values), dtype=bool)
+            codes[:, position] = np.where(hit, at, np.nan)
+        codes[:, len(self.categorical):] = X[:, self.numeric]
+        return codes
 
 
 def darkness(X: np.ndarray) -> np.ndarray:

@@ -102,16 +102,20 @@ class RiskHistory:
     def shares(self, X: np.ndarray) -> pd.DataFrame:
         """The shrunk KSI share of every level for each row of X; a group absent from training gets its
         parent's share."""
+        return pd.DataFrame(self._shares(X))
+
+    def _shares(self, X: np.ndarray) -> dict[str, np.ndarray]:
         keys, shares = group_keys(X), {}
         for level, (_, parent) in _LEVELS.items():
             unique, share = self.groups[level]
             at = np.minimum(np.searchsorted(unique, keys[level]), len(unique) - 1)
             fallback = self.overall if parent is None else shares[parent]
             shares[level] = np.where(unique[at] == keys[level], share[at], fallback)
-        return pd.DataFrame(shares)
+        return shares
 
     def transform(self, X: np.ndarray) -> np.ndarray:
-        share = self.shares(X)[HISTORY_FEATURES].to_numpy()
+        shares = self._shares(X)  # no DataFrame: this runs for every served request
+        share = np.column_stack([shares[feature] for feature in HISTORY_FEATURES])
         return np.log(share / (1 - share))
 
 
