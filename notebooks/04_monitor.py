@@ -32,7 +32,9 @@
 #
 # Every number goes to PostgreSQL (`monitoring_metrics`; the decision to `model_events`), and the
 # dashboard `REPORTS_DIR/dashboard.html` is rebuilt from those tables. Running the notebook again with
-# the same parameters replaces what it wrote. `lib/monitoring/monitor.py` computes drift and quality,
+# the same parameters replaces what it wrote. With `draw_reports = False` (the simulation runner catching
+# up, on every monitoring day of a tick but the last) the same numbers are stored, but no Evidently
+# report or dashboard is drawn. `lib/monitoring/monitor.py` computes drift and quality,
 # `lib/monitoring/retraining.py` holds the retraining rules.
 
 # %% tags=["parameters"]
@@ -44,6 +46,7 @@ drift_share_threshold = 0.2  # retrain when this share of the features drifted i
 min_drift_rows = 300  # ... and the window held at least this many collisions (fewer drift by chance)
 quality_windows = 4  # labelled windows averaged for the quality rule
 quality_fraction = 0.8  # retrain when their mean KSI PR-AUC < this x the champion's test KSI PR-AUC
+draw_reports = True  # False: store the metrics and the decision only, no Evidently report or dashboard
 
 # %%
 import logging
@@ -113,9 +116,9 @@ print(
 
 # %%
 drift, snapshot = monitor.compute_drift(
-    window, reference, CATEGORICAL_FEATURES, NUMERIC_FEATURES, policy.drift_share_threshold
+    window, reference, CATEGORICAL_FEATURES, NUMERIC_FEATURES, policy.drift_share_threshold, draw=draw_reports
 )
-report = evidently_report.save_report(
+report = snapshot and evidently_report.save_report(
     snapshot,
     reports,
     evidently_report.ReportHeading(
@@ -138,7 +141,7 @@ display(
         f"**{drift.drifted_features} of {drift.features} features drifted ({drift.share_drifted_features:.0%})**; "
         f"P(KSI) drift score {drift.p_ksi_score:.3f} ({drift.p_ksi_method}, "
         f"{'drifted' if drift.p_ksi_drifted else 'no drift'}). "
-        f"The full Evidently report: [{report.name}]({report.resolve().as_uri()})."
+        + (f"The full Evidently report: [{report.name}]({report.resolve().as_uri()})." if report else "")
     )
 )
 display(features[features["drifted"]] if drift.drifted_features else Markdown("No feature drifted."))
@@ -165,18 +168,19 @@ with session(database_url) as conn:
         monitor.store_metrics(
             conn, due_start, due_end, due_version, QUALITY, quality.metrics(), quality.known_at
         )
-        evidently_report.save_report(
-            monitor.classification_snapshot(scored, scored["alert_threshold"].iloc[0]),
-            reports,
-            evidently_report.ReportHeading(
-                evidently_report.QUALITY,
-                due_start,
-                due_end,
-                model_name,
-                due_version,
-                f"{quality.labelled_rows:,} collisions whose labels had all arrived by {quality.known_at}",
-            ),
-        )
+        if draw_reports:
+            evidently_report.save_report(
+                monitor.classification_snapshot(scored, scored["alert_threshold"].iloc[0]),
+                reports,
+                evidently_report.ReportHeading(
+                    evidently_report.QUALITY,
+                    due_start,
+                    due_end,
+                    model_name,
+                    due_version,
+                    f"{quality.labelled_rows:,} collisions whose labels had all arrived by {quality.known_at}",
+                ),
+            )
         quality_rows.append(
             {
                 "window": f"{due_start}..{due_end}",
@@ -215,21 +219,24 @@ with session(database_url) as conn:
     champion_pr_auc = champion_scores.get("test_ksi_pr_auc")
     decision = retraining.decide_from_metrics(conn, model_version, today, champion_pr_auc, policy)
     retraining.record_decision(conn, decision, model_name)
-    # The map shows the latest monitored window, which a run for an older window's labels is not.
-    latest_window, latest = latest_window_map(conn)
-    dashboard = write_dashboard(
-        conn,
-        reports,
-        champion_scores,
-        policy,
-        latest_collisions=latest,
-        latest_window=latest_window,
-        champion_run_url=mlflow_run_url(settings.mlflow_tracking_uri, model_run.run_id),
-    )
+    dashboard = None
+    if draw_reports:
+        # The map shows the latest monitored window, which a run for an older window's labels is not.
+        latest_window, latest = latest_window_map(conn)
+        dashboard = write_dashboard(
+            conn,
+            reports,
+            champion_scores,
+            policy,
+            latest_collisions=latest,
+            latest_window=latest_window,
+            champion_run_url=mlflow_run_url(settings.mlflow_tracking_uri, model_run.run_id),
+        )
 
 display(
     Markdown(
-        f"**{decision.summary()}**\n\nDashboard: [{dashboard.name}]({dashboard.resolve().as_uri()}). "
-        f"The notebook took {time.monotonic() - started:.1f} s."
+        f"**{decision.summary()}**\n\n"
+        + (f"Dashboard: [{dashboard.name}]({dashboard.resolve().as_uri()}). " if dashboard else "")
+        + f"The notebook took {time.monotonic() - started:.1f} s."
     )
 )

@@ -137,6 +137,24 @@ def test_drift_is_found_in_the_shifted_window_and_not_in_the_others(synthetic_cu
     ]
 
 
+def test_drift_without_drawing_runs_the_report_s_own_tests(synthetic_curated):
+    training = synthetic_curated[synthetic_curated["collision_year"] == 2023]
+    model = make_pipeline(StandardScaler(), LogisticRegression())
+    model.fit(training[FEATURE_COLUMNS].astype("float64").fillna(-1), training["ksi"])
+    reference = with_predictions(training.sample(5_000, random_state=0), model)
+    dates = synthetic_curated["date"]
+    for start, rows in ((SHIFT_START, None), (SHIFT_START + timedelta(days=7), 400)):  # distances; p-values
+        days = (dates >= pd.Timestamp(start)) & (dates <= pd.Timestamp(start + timedelta(days=6)))
+        window = with_predictions(synthetic_curated[days], model).head(rows)
+        base = reference.head(800) if rows else reference
+        drawn, snapshot = monitor.compute_drift(window, base, CATEGORICAL_FEATURES, NUMERIC_FEATURES)
+        undrawn, none = monitor.compute_drift(window, base, CATEGORICAL_FEATURES, NUMERIC_FEATURES, draw=False)
+        assert none is None and undrawn == drawn
+        (count,) = [m["value"] for m in snapshot.dict()["metrics"] if m["config"]["type"].endswith("ColumnsCount")]
+        assert (count["count"], count["share"]) == (drawn.drifted_features, drawn.share_drifted_features)
+    assert drawn.feature_methods["speed_limit"] != "wasserstein"  # the second window ran the small-sample tests
+
+
 def report_data(report) -> dict:
     """The data a light report hands to Evidently's bundle."""
     packed = re.search(r"<script type='application/octet-stream' id='report-data'>([^<]+)</script>", report.read_text())

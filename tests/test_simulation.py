@@ -270,6 +270,8 @@ def undisturbed(world, settings, tmp_path_factory) -> dict[str, list[dict]]:
     with session(database_url) as conn:
         result["events"] = fetch_dicts(conn, "SELECT event, simulated_date FROM model_events ORDER BY id")
     result["index"] = (reports / "index.html").read_text()
+    result["reports"] = sorted(p.name for p in (reports / "monitoring").glob("*.html"))
+    result["dashboard"] = (reports / "dashboard.html").is_file()
     result["log"] = runner.output()
     _administer(server, f'DROP DATABASE "{name}" WITH (FORCE)')
     return result
@@ -300,6 +302,9 @@ def test_an_undisturbed_run_scores_every_day_once_and_monitors_every_window(worl
     assert sorted(decisions) == [date(2023, 1, 5), date(2023, 1, 8), date(2023, 1, 10)]
     assert decisions[date(2023, 1, 10)] == "retraining_recommended"
     assert "MODEL_VERSION pins the model" in undisturbed["log"]
+    # Caught up in one tick: only its last monitoring day drew an Evidently report, and the dashboard.
+    assert undisturbed["reports"] == [f"drift_2023-01-06_2023-01-10_model-{world.version}.html"]
+    assert undisturbed["dashboard"]
     index = undisturbed["index"]
     listed = re.findall(r'<tr data-notebook="(\w+)"', index)
     assert len(listed) == 4 and listed[0] == "04_monitor" and listed[-1] == "03_infer"  # newest first

@@ -256,29 +256,43 @@ class Runner:
         report.alerts += scored["alerts"]
 
     def _next_point(self, progress: Progress) -> MonitoringPoint:
+        return self._point_after(progress.last_monitored_end, progress.monitored_through)
+
+    def _point_after(self, last_monitored_end: date, monitored_through: date, new: Window | None = None):
+        """The monitoring day after `monitored_through`; `new`: a window about to be monitored too."""
         delay = self.settings.label_delay_days
         with self._session() as conn:
-            windows = metrics.drift_windows_ending_after(conn, progress.monitored_through - timedelta(days=delay))
+            windows = metrics.drift_windows_ending_after(conn, monitored_through - timedelta(days=delay))
         return next_monitoring_point(
-            progress.last_monitored_end,
-            progress.monitored_through,
+            last_monitored_end,
+            monitored_through,
             self.settings.monitor_window_days,
             delay,
-            [Window(start, end) for start, end in windows],
+            [Window(start, end) for start, end in windows] + ([new] if new else []),
         )
 
     def _monitor_due(self, report: TickReport) -> None:
-        """Process every monitoring day up to the last scored day, in order; stop after a retraining."""
+        """Process every monitoring day up to the last scored day, in order; stop after a retraining.
+
+        Only the last of them draws its Evidently reports and the dashboard: the others, which a runner
+        catching up passes through in seconds, store the same metrics and decisions (and 04_monitor
+        draws any window's reports when run for it by hand).
+        """
         while True:
             with self._session() as conn:
                 progress = load_progress(conn)
             point = self._next_point(progress)
             if point.as_of > progress.last_inferred:
                 return
-            if self._monitor(point, progress, report):
+            following = self._point_after(
+                point.window.end if point.new_window else progress.last_monitored_end,
+                point.as_of,
+                point.window if point.new_window else None,
+            )
+            if self._monitor(point, progress, report, draw=following.as_of > progress.last_inferred):
                 return
 
-    def _monitor(self, point: MonitoringPoint, progress: Progress, report: TickReport) -> bool:
+    def _monitor(self, point: MonitoringPoint, progress: Progress, report: TickReport, draw: bool = True) -> bool:
         """Run 04_monitor for one monitoring day (and retrain if told to); True when the simulation was rewound."""
         start, end, as_of = point.window.start, point.window.end, point.as_of
         done = {"monitored_through": as_of, **({"last_monitored_end": end} if point.new_window else {})}
@@ -295,6 +309,7 @@ class Runner:
                 "window_start": start.isoformat(),
                 "window_end": end.isoformat(),
                 "as_of": as_of.isoformat(),
+                "draw_reports": draw,
             },
         )
         with self._session() as conn:
