@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lib.data.curated import build_curated
+from lib.data.stats19 import load_year
 from lib.monitoring import monitor, places
 from lib.monitoring.dashboard import write_dashboard
 from lib.monitoring.place_report import latest_places
@@ -118,6 +120,21 @@ def test_the_spread_between_places_is_estimated_from_their_excess_variance():
     # With real differences, the shrunk ratios follow the true ones more closely than the raw ratios do.
     shrunk = level(snapshot_of(scored), places.LOCAL_AUTHORITY).sort_index()["shrunk_ratio"].to_numpy()
     assert np.mean((shrunk - theta) ** 2) < np.mean((observed / expected - theta) ** 2)
+
+
+def test_on_the_mirror_waltham_forest_is_ranked_and_its_neighbours_few_collisions_are_not(mirror, tmp_path):
+    years = {year: load_year(mirror.as_uri(), year, tmp_path, progress=False) for year in (2016, 2017, 2018)}
+    curated = {year: build_curated(y.collisions, y.vehicles, y.casualties) for year, y in years.items()}
+    # A model that knows only 2016's KSI share, judged on 2017-2018.
+    scored = pd.concat([curated[2017], curated[2018]], ignore_index=True).assign(p_ksi=curated[2016]["ksi"].mean())
+    authorities = level(snapshot_of(scored), places.LOCAL_AUTHORITY)
+    borough = authorities.loc["E09000031"]
+    assert borough["rank"] == 1 and borough["name"] == "Waltham Forest"
+    neighbours = authorities.drop("E09000031")
+    assert set(neighbours["name"]) <= {"Newham", "Redbridge"} and (neighbours["collisions"] <= 5).all()
+    assert neighbours["rank"].isna().all()
+    # The serious share rose after 2016 (injury-based reporting): more KSI than 2016's share expects.
+    assert borough["excess_low"] > 0 and borough["shrunk_ratio_low"] > 1
 
 
 def test_grid_cells_are_named_by_their_centre_and_hold_the_collisions_inside_them():

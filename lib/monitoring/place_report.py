@@ -172,7 +172,8 @@ def places_heading(places: pd.DataFrame) -> str:
         f"(model {html.escape(str(first['model_versions']))}; labels known by {first['time']}). Per place, the KSI "
         "collisions observed against those the model expected (the sum of P(KSI)), their difference with a 95% "
         "interval, and the ratio shrunk towards the model by empirical Bayes, so that a place with few collisions "
-        "cannot top the list by chance. Places are ranked by the shrunk excess, (shrunk ratio - 1) x expected.</p>"
+        "cannot top the list by chance. Places are ranked by the shrunk excess, (shrunk ratio - 1) x expected: "
+        "among many places, about one in twenty excess intervals leaves out zero by chance alone.</p>"
     )
 
 
