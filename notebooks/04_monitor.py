@@ -26,6 +26,9 @@
 #   macro-F1, recall per severity, the actual severity shares) is computed for every monitored window whose
 #   labels have **all** arrived by the simulated date `as_of`, from those labels only; for the window just
 #   ended that is usually weeks later. Each such window also gets an Evidently classification report.
+# * **Where does the model fall short?** Once labels land, per local highway authority and per cell of a
+#   latitude/longitude grid, the KSI collisions observed over the latest labelled windows against those the
+#   model expected, ranked by an excess shrunk towards the model (`lib/monitoring/places.py`).
 # * **Should the model be retrained?** Yes when the mean KSI PR-AUC of the last labelled windows falls
 #   below a fraction of the champion's test score, or when too many features drifted in this window
 #   and it held enough collisions (`min_drift_rows`) for that drift not to be chance.
@@ -46,6 +49,9 @@ drift_share_threshold = 0.2  # retrain when this share of the features drifted i
 min_drift_rows = 300  # ... and the window held at least this many collisions (fewer drift by chance)
 quality_windows = 4  # labelled windows averaged for the quality rule
 quality_fraction = 0.8  # retrain when their mean KSI PR-AUC < this x the champion's test KSI PR-AUC
+place_windows = 13  # latest labelled windows pooled per place
+place_grid_degrees = 0.25  # grid cell size, degrees of latitude and longitude
+place_min_expected = 5.0  # places expecting fewer KSI collisions are listed, not ranked
 draw_reports = True  # False: store the metrics and the decision only, no Evidently report or dashboard
 
 # %%
@@ -61,7 +67,7 @@ from lib.data.curated import Window, read_window
 from lib.data.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES
 from lib.data.lake import open_lake
 from lib.modeling.model_run import load_model_run
-from lib.monitoring import evidently_report, monitor, retraining
+from lib.monitoring import evidently_report, monitor, places, retraining
 from lib.monitoring.collision_map import latest_window_map
 from lib.monitoring.dashboard import CHAMPION_SERIES, mlflow_run_url, write_dashboard
 from lib.store.db import session
@@ -209,6 +215,27 @@ else:
             f"{monitor.labels_known_at(end, delay)}."
         )
     )
+
+# %% [markdown]
+# ## Observed against expected, by place
+#
+# When labels landed in this run: over the latest `place_windows` labelled windows, per local highway
+# authority and per grid cell, the KSI collisions observed against the sum of P(KSI), their difference with a
+# 95% interval, and the ratio shrunk towards the model by empirical Bayes. Places expecting fewer than
+# `place_min_expected` KSI collisions are listed, never ranked. The dashboard shows the latest snapshot.
+
+# %%
+if quality_rows:
+    place_policy = places.PlacePolicy(place_windows, place_grid_degrees, place_min_expected)
+    with session(database_url) as conn:
+        labelled, pooled = places.labelled_collisions(conn, lake, today, place_policy.windows)
+        place_snapshot = places.place_snapshot(labelled, pooled, today, place_policy)
+        places.store_snapshot(conn, place_snapshot)
+    display(Markdown(place_snapshot.summary()))
+    shown = ["level", "rank", "name", "collisions", "observed", "expected", "excess", "shrunk_ratio", "shrunk_excess"]
+    display(place_snapshot.places.groupby("level").head(5)[shown].set_index(["level", "rank"]))
+else:
+    display(Markdown("No labels landed in this run: the places keep their latest snapshot."))
 
 # %% [markdown]
 # ## The retraining decision and the dashboard

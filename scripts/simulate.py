@@ -121,7 +121,8 @@ def confirm_reset(settings: Settings, assume_yes: bool) -> bool:
         timeline = clock.load_timeline(conn)
     what = (
         f"the simulation's timeline{f' (started on {timeline.start_date})' if timeline else ''}, "
-        f"{rows['predictions']:,} predictions, {rows['monitoring_metrics']:,} monitoring metrics and "
+        f"{rows['predictions']:,} predictions, {rows['monitoring_metrics']:,} monitoring metrics, "
+        f"{rows['place_risk']:,} observed-against-expected place rows and "
         f"{rows['model_events']:,} retraining events in {settings.database_url.rsplit('@', 1)[-1]}"
     )
     if assume_yes:

@@ -19,7 +19,7 @@ import pandas as pd
 import psycopg2.extras
 import pytest
 
-from lib.monitoring import evidently_report, monitor, retraining
+from lib.monitoring import evidently_report, monitor, places, retraining
 from lib.monitoring.dashboard import PANELS, write_dashboard
 from lib.store import db
 from lib.store.metrics import DRIFT, DRIFT_ROWS_METRIC, DRIFT_SHARE_METRIC, QUALITY
@@ -136,6 +136,10 @@ def reports(fresh_database, tmp_path) -> Path:
             f"{len(first_week)} labelled collisions",
         )
         evidently_report.save_report(monitor.classification_snapshot(first_week, 0.4), reports, heading)
+        # The labelled week by place: two authorities, and the grid's 0.25° cells.
+        by_place = first_week.assign(local_authority_highway=np.where(first_week.index % 3, "E09000031", "E09000026"))
+        week = (FIRST, FIRST + timedelta(days=6), "1")
+        places.store_snapshot(conn, places.place_snapshot(by_place, [week], quality.known_at, places.PlacePolicy()))
         latest = scored[scored["collision_date"] > FIRST + timedelta(days=6)]
         write_dashboard(
             conn,
@@ -155,7 +159,8 @@ def test_the_dashboard_draws_every_panel_and_the_map_without_script_errors(repor
     missing = [title for title, _ in PANELS if title not in text]
     assert not missing, f"panels plotly did not draw: {missing}"
     assert "Collisions of the latest window, 2032-03-08..2032-03-14" in text  # the map, drawn
-    assert text.count('class="main-svg"') >= 4  # the panels' and the map's plots
+    assert "Observed against expected KSI collisions: red, more than the model expected" in text  # by place
+    assert text.count('class="main-svg"') >= 6  # the panels', the map's and the places' plots
     assert "Is it drifting?" in text and 'href="monitoring/quality_2032-03-01_2032-03-07_model-1.html"' in dom
 
 

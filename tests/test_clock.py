@@ -98,6 +98,13 @@ def _seed_simulation_rows(conn) -> None:
             "INSERT INTO monitoring_metrics (window_start, window_end, model_version, metric, value, known_at)"
             " VALUES ('2018-01-01', '2018-01-07', '1', 'drift.rows', 1, '2018-01-07')"
         )
+        cur.execute(
+            "INSERT INTO place_risk (known_at, period_start, period_end, windows, model_versions, grid_degrees,"
+            " min_expected, level, place, name, collisions, observed, expected, excess, excess_low, excess_high,"
+            " shrunk_ratio, shrunk_ratio_low, shrunk_ratio_high, shrunk_excess, prior_strength)"
+            " VALUES ('2018-02-06', '2018-01-01', '2018-01-07', 1, '1', 0.25, 5, 'local_authority', 'E09000031',"
+            " 'Waltham Forest', 14, 2, 2.5, -0.5, -3.1, 2.1, 0.98, 0.63, 1.41, -0.05, 25)"
+        )
         for event in ("retraining_recommended", "retraining_not_needed", "retrained", "promoted"):
             cur.execute(
                 "INSERT INTO model_events (event, model_name, model_version, simulated_date)"
@@ -113,7 +120,8 @@ def test_reset_forgets_the_simulation_but_not_the_promotions(fresh_database):
     with session(fresh_database) as conn:
         before = simulation_state.count_simulation_rows(conn)
         removed = simulation.reset(conn)
-    assert before == removed == {"predictions": 1, "monitoring_metrics": 1, "model_events": 3, "simulation_state": 1}
+    assert before == removed == {"predictions": 1, "monitoring_metrics": 1, "place_risk": 1, "model_events": 3,
+                                 "simulation_state": 1}
     with session(fresh_database) as conn:
         assert simulation_state.count_simulation_rows(conn) == dict.fromkeys(before, 0)
         assert [row["event"] for row in fetch_dicts(conn, "SELECT event FROM model_events")] == ["promoted"]

@@ -23,6 +23,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlparse
 
+import pandas as pd
 import psycopg2
 import psycopg2.errors
 import pytest
@@ -32,6 +33,7 @@ from packaging.utils import canonicalize_name
 
 from lib.config import DEFAULTS_FILE, ROOT, Settings, load_settings, read_dotenv
 from lib.monitoring.monitor import store_metrics
+from lib.monitoring.places import PlacePolicy, place_snapshot, store_snapshot
 from lib.monitoring.retraining import RetrainingPolicy
 from lib.services.postgres import SUPERUSER
 from lib.services.stack import Stack, embedded_services
@@ -711,6 +713,14 @@ def seed_monitoring_tables(conn) -> None:
             "quality.actual_share.serious": 0.25,
         }
         store_metrics(conn, start, end, version, QUALITY, quality, end + timedelta(days=30))
+    # Observed against expected by place for the first week's collisions, once its labels arrived.
+    labelled = pd.DataFrame({
+        "ksi": [1, 0, 0, 1, 0, 0], "p_ksi": [0.1, 0.3, 0.5, 0.1, 0.3, 0.5],
+        "latitude": [51.5, 51.51, 51.52, 51.5, 51.51, 51.52], "longitude": -0.1,
+        "local_authority_highway": ["E09000031", "E09000031", "E09000031", "E09000026", "E09000026", None],
+    })  # fmt: skip
+    week = (first, first + timedelta(days=6), "1")
+    store_snapshot(conn, place_snapshot(labelled, [week], first + timedelta(days=36), PlacePolicy()))
 
 
 def test_postgres_init_creates_both_databases_and_every_dashboard_query_runs_read_only(stack):

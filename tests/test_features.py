@@ -11,6 +11,7 @@ from lib.data.codes import LABELS
 from lib.data.curated import build_curated
 from lib.data.features import (
     CATEGORICAL_FEATURES,
+    CONTEXT_COLUMNS,
     CURATED_COLUMNS,
     CURATED_DTYPES,
     FEATURE_COLUMNS,
@@ -59,6 +60,10 @@ def test_mirror_years_curate_to_the_reconstructed_counts(mirror, tmp_path):
         assert curated["collision_severity"].value_counts().reindex([1, 2, 3]).tolist() == severities
         assert curated["ksi"].sum() == severities[0] + severities[1]
         assert (curated["collision_year"] == year).all()
+        # Waltham Forest's own roads, and a few collisions on its neighbours' (Newham, Redbridge).
+        authorities = curated["local_authority_highway"].value_counts(dropna=False)
+        assert authorities.index[0] == "E09000031" and authorities.iloc[0] > 0.98 * collisions
+        assert set(authorities.index) <= {"E09000031", "E09000025", "E09000026"}
 
 
 def test_the_same_collisions_curate_identically_from_either_era(tmp_path):
@@ -109,7 +114,7 @@ def test_leakage_and_personal_columns_never_change_the_output(tmp_path, syntheti
                 frame[column] = rng.permutation(values) if values.dtype.kind != "i" else rng.integers(-1, 9, len(frame))
                 perturbed.append(column)
     assert set(perturbed) == set(LEAKAGE_COLUMNS) | set(PERSONAL_COLUMNS)
-    kept = IDENTITY_COLUMNS + FEATURE_COLUMNS
+    kept = IDENTITY_COLUMNS + FEATURE_COLUMNS + CONTEXT_COLUMNS
     pd.testing.assert_frame_equal(build_curated(collisions, vehicles, casualties)[kept], expected[kept])
 
 
@@ -131,9 +136,10 @@ def test_missing_and_unknown_codes_become_na(tmp_path, synthetic):
     for column, code in edits.items():
         collisions.loc[:9, column] = code
     collisions.loc[:4, "time"] = pd.NA
+    collisions.loc[:9, "local_authority_highway"] = "-1"
     curated = build_curated(collisions, vehicles, casualties)
     for column in ("weather_conditions", "speed_limit", "road_type", "urban_or_rural_area", "light_conditions",
-                   "junction_detail"):  # fmt: skip
+                   "junction_detail", "local_authority_highway"):  # fmt: skip
         assert curated[column].iloc[:10].isna().all(), column
         assert curated[column].iloc[10:].notna().any(), column
     assert curated["hour"].iloc[:5].isna().all() and curated["hour"].iloc[5:].notna().all()

@@ -710,7 +710,18 @@ def test_04_monitor_stores_drift_now_quality_later_and_the_decision_once(monitor
     decided = events[1]["details"]
     assert decided["drift_share"] < decided["policy"]["drift_share_threshold"]
     assert decided["recent_pr_aucs"] and decided["mean_pr_auc"] >= decided["quality_floor"]
-    assert (tmp_path / "dashboard.html").exists()
+    # The labels that landed were pooled by place, every collision of the labelled week in each level.
+    with db.session(monitored_stack["database_url"]) as conn:
+        labelled = db.fetch_dicts(conn, "SELECT value FROM monitoring_metrics WHERE metric = 'quality.labelled_rows'")
+        by_place = db.fetch_dicts(conn, "SELECT known_at, period_start, period_end, level, collisions, expected, rank"
+                                        " FROM place_risk")
+    assert {(row["known_at"], row["period_start"], row["period_end"]) for row in by_place} == {
+        (date(2024, 4, 14), date(2024, 3, 4), date(2024, 3, 10))
+    }
+    for level in ("local_authority", "grid"):
+        assert sum(row["collisions"] for row in by_place if row["level"] == level) == labelled[0]["value"]
+    assert all(row["rank"] is None or row["expected"] >= 5 for row in by_place)
+    assert "Observed against expected KSI collisions, by place" in (tmp_path / "dashboard.html").read_text()
     version = monitored_stack["version"]
     assert sorted(p.name for p in (tmp_path / "monitoring").iterdir()) == [
         "assets",

@@ -233,6 +233,7 @@ def test_legacy_camelcase_collision_headers_normalise(shared_data):
     assert names["Accident_Index"] == "collision_index"
     assert names["Accident_Severity"] == "collision_severity"
     assert names["Local_Authority_(District)"] == "local_authority_district"
+    assert names["Local_Authority_(Highway)"] == "local_authority_highway"  # the curated table's local authority
     assert names["1st_Road_Class"] == "first_road_class"
     assert names["2nd_Road_Number"] == "second_road_number"
     assert names["Junction_Detail"] == "junction_detail_historic"

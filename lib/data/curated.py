@@ -13,7 +13,8 @@ curation are rebuilt once (`lib.data.ingest`). What the table holds is defined i
   file therefore give the same curated row as the same collision read from an "accident" file.
   `junction_control` and `second_road_class` are 0 ("not at junction") whenever the junction detail
   says so, since older files wrote -1 there (lib/data/README.md, "Not at a junction").
-* Missing and "unknown" codes (`lib.data.codes.missing_codes`) become <NA>.
+* Missing and "unknown" codes (`lib.data.codes.missing_codes`) become <NA>, and so does a local authority
+  recorded as "-1".
 
 A `Window` is a span of collision dates, both ends included: the days 03_infer scores and 04_monitor
 monitors. `read_window` reads only the curated year partitions the window touches and drops the
@@ -31,7 +32,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lib.data.codes import TO_2024, VEHICLE_GROUPS, dft_day_of_week, lookup, missing_codes
+from lib.data.codes import MISSING, TO_2024, VEHICLE_GROUPS, dft_day_of_week, lookup, missing_codes
 from lib.data.features import CURATED_COLUMNS, CURATED_DTYPES, OVERTAKING, TARGET_COLUMNS
 from lib.data.lake import Lake
 from lib.data.validate import positions
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 
 CURATED = "curated/collisions"
 # Bump when the curated table changes meaning, so existing partitions are rebuilt once.
-CURATION_VERSION = 1
+CURATION_VERSION = 2  # 2: the local highway authority (a context column)
 
 
 # -- building a year ------------------------------------------------------------------------------
@@ -88,6 +89,7 @@ def build_curated(collisions: pd.DataFrame, vehicles: pd.DataFrame, casualties: 
         "number_of_vehicles": c["number_of_vehicles"].to_numpy(),
         **_vehicle_features(vehicle_rows, vehicles, n),
         "pedestrian_involved": _count_per_collision(casualty_rows, casualties["casualty_class"].to_numpy() == 3, n) > 0,
+        "local_authority_highway": _local_authority(c["local_authority_highway"]),
     }
     curated = pd.DataFrame(columns, index=pd.RangeIndex(n))
     return curated[CURATED_COLUMNS].astype(CURATED_DTYPES)
@@ -141,6 +143,12 @@ def _carriageway_hazards(c: pd.DataFrame) -> np.ndarray:
         np.where(special_known & (special != 0), lookup(special, TO_2024["special_conditions_at_site"]), 0),
     )
     return _prefer_historic(c, "carriageway_hazards", converted)
+
+
+def _local_authority(codes: pd.Series) -> pd.Series:
+    """ONS codes of local authorities; <NA> where the file has none (empty, or the guide's "-1")."""
+    text = codes.astype("string").str.strip()
+    return text.mask(text.isin(["", str(MISSING)])).array
 
 
 def _hour(time: pd.Series) -> pd.arrays.IntegerArray:

@@ -1,7 +1,7 @@
 """What the curated table holds: its columns, their dtypes, and which raw columns never become features.
 
 `lib.data.curated.build_curated` builds the table from one year's raw tables; this module defines
-what it builds: `CURATED_COLUMNS` (identity, targets, features) with `CURATED_DTYPES`.
+what it builds: `CURATED_COLUMNS` (identity, targets, features, context) with `CURATED_DTYPES`.
 
 Rules:
 * Only what is known when the collision happens is a feature. Everything describing the outcome or
@@ -53,7 +53,12 @@ NUMERIC_FEATURES = [
     "vehicle_overtaking",
 ]
 FEATURE_COLUMNS = CATEGORICAL_FEATURES + NUMERIC_FEATURES
-CURATED_COLUMNS = IDENTITY_COLUMNS + TARGET_COLUMNS + FEATURE_COLUMNS
+# Where a collision happened, for the monitoring's reports by place (lib.monitoring.places); never a feature:
+# the model sees the place through latitude, longitude and police force, and takes only FEATURE_COLUMNS.
+# `local_authority_highway` is the ONS code of the local highway authority, the one local-authority column
+# that every era of the files fills (lib/data/README.md, "Local authority").
+CONTEXT_COLUMNS = ["local_authority_highway"]
+CURATED_COLUMNS = IDENTITY_COLUMNS + TARGET_COLUMNS + FEATURE_COLUMNS + CONTEXT_COLUMNS
 CURATED_DTYPES = {
     "collision_index": "string",
     "collision_year": "int16",
@@ -70,6 +75,7 @@ CURATED_DTYPES = {
     **{column: "int16" for column in VEHICLE_COUNT_FEATURES},
     "pedestrian_involved": "int8",
     "vehicle_overtaking": "int8",
+    "local_authority_highway": "string",
 }
 
 _AFTER_IMPACT = "what happened in or after the impact, recorded afterwards"

@@ -260,6 +260,15 @@ def _draw_identity(rng: np.random.Generator, year: int, n: int) -> _Identity:
     return _Identity(index, reference, easting, northing, latitude, longitude)
 
 
+def _synthetic_authority(identity: _Identity) -> np.ndarray:
+    """A recognisably synthetic local highway authority per 100 km square of the National Grid: `SY`, the
+    square's easting digit and its two northing digits (`SY503`: 500-600 km east, 300-400 km north). Drawn
+    from the place, not from the generator, so every other column stays as it was for the same seed."""
+    easting = (identity.easting // 100_000).astype(str)
+    northing = np.char.zfill((identity.northing // 100_000).astype(str), 2)
+    return np.char.add(np.char.add(SYNTHETIC_FORCE_SEGMENT, easting), northing)
+
+
 def _draw_outcome(rng: np.random.Generator, year: int, severity: np.ndarray) -> _Outcome:
     """Injury-based reporting spreads from 45% of collisions in 2016; enhanced severity exists from 2023."""
     n = len(severity)
@@ -310,7 +319,7 @@ def _collision_table(
         "time": pc.strftime(pa.array(timestamps), format="%H:%M").to_numpy(zero_copy_only=False),
         "local_authority_district": -1,
         "local_authority_ons_district": "-1",
-        "local_authority_highway": "-1",
+        "local_authority_highway": _synthetic_authority(identity),
         "local_authority_highway_current": "-1",
         "first_road_class": road.first_road_class,
         "first_road_number": road.first_road_number,

@@ -3,8 +3,9 @@
 At the top a row of status tiles answers the questions a person comes with (which model serves, is it
 drifting, is its labelled quality below the champion's test figure, when did it last retrain, is the
 runner keeping up); below them every stored metric over time on one date axis, with model versions,
-promotions and retraining marked on each panel; a map of the latest window's collisions; and links to
-each window's Evidently reports, the run index and the champion's MLflow run.
+promotions and retraining marked on each panel; a map of the latest window's collisions; observed against
+expected KSI collisions by place, once labels have landed (lib.monitoring.place_report); and links to each
+window's Evidently reports, the run index and the champion's MLflow run.
 
 The page is rebuilt from PostgreSQL each time, so it always shows what the tables hold; its queries,
 shared with Grafana, are in lib/store/dashboard_queries.py.
@@ -28,6 +29,7 @@ from lib.monitoring import html_packing
 from lib.monitoring.collision_map import map_figure
 from lib.monitoring.dashboard_data import DashboardData, load_dashboard_data
 from lib.monitoring.evidently_report import report_path
+from lib.monitoring.place_report import latest_places, places_figure, places_heading, places_tables
 from lib.monitoring.retraining import RetrainingPolicy
 from lib.monitoring.status_tiles import status_tiles
 from lib.store.metrics import (
@@ -373,6 +375,13 @@ def _figure_block(div_id: str, figure: go.Figure) -> str:
     )
 
 
+def _place_blocks(places: pd.DataFrame) -> list[str]:
+    """The section on observed against expected by place, when a snapshot exists."""
+    if places.empty:
+        return []
+    return [places_heading(places), _figure_block("places-map", places_figure(places)), places_tables(places)]
+
+
 def mlflow_run_url(tracking_uri: str, run_id: str) -> str:
     """The MLflow UI's page of a run (the UI resolves the run's experiment itself)."""
     return f"{tracking_uri.rstrip('/')}/#/runs/{run_id}"
@@ -409,10 +418,11 @@ def write_dashboard(
         "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>Accident severity forecast: monitoring</title>"
         f"<style>{STYLE}</style></head><body>",
         "<h1>Accident severity forecast: monitoring</h1>",
-        f"<div class='links'>Generated {generated} from the predictions, monitoring_metrics, model_events and"
-        f" simulation_state tables · {' · '.join(links)}</div>",
+        f"<div class='links'>Generated {generated} from the predictions, monitoring_metrics, place_risk, model_events"
+        f" and simulation_state tables · {' · '.join(links)}</div>",
         "<div class='tiles' id='status'>" + "".join(tile.html() for tile in status_tiles(data, policy)) + "</div>",
         *(_figure_block(div_id, each) for div_id, each in figures.items()),
+        *_place_blocks(latest_places(conn)),
         "<h2 id='reports'>Evidently reports per window</h2>",
         _report_links(reports_dir, data),
         f"<script type='application/octet-stream' id='plotly-js'>{_packed_plotly()}</script>",

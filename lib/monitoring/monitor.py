@@ -26,6 +26,7 @@ from lib.store.metrics import (
     DRIFT_ROWS_METRIC,
     DRIFT_SHARE_METRIC,
     FEATURE_SCORE_PREFIX,
+    LABELLED_ROWS_METRIC,
     PREDICTED_SHARE_PREFIX,
 )
 
@@ -278,7 +279,7 @@ class QualityResult:
     def metrics(self) -> dict[str, float | None]:
         """The `quality.*` scalars stored in `monitoring_metrics`."""
         return {
-            "quality.labelled_rows": self.labelled_rows,
+            LABELLED_ROWS_METRIC: self.labelled_rows,
             **{f"quality.{name}": value for name, value in self.values.items()},
             **{f"{ACTUAL_SHARE_PREFIX}{name}": share for name, share in self.actual_shares.items()},
         }

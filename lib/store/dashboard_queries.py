@@ -88,6 +88,18 @@ JOIN predictions p ON p.model_version = w.model_version AND p.collision_date BET
 WHERE p.latitude IS NOT NULL AND p.longitude IS NOT NULL
 """
 
+# Observed against expected KSI collisions per place, as the latest snapshot has them: ranked places first
+# (rank 1: the largest shrunk excess), then those too small to rank, largest first (lib.monitoring.places).
+LATEST_PLACES_SQL = """
+SELECT known_at AS time, period_start, period_end, windows, model_versions, grid_degrees, min_expected,
+       level, place, name,
+       latitude, longitude, collisions, observed, expected, excess, excess_low, excess_high,
+       shrunk_ratio, shrunk_ratio_low, shrunk_ratio_high, shrunk_excess, prior_strength, rank
+FROM place_risk
+WHERE known_at = (SELECT max(known_at) FROM place_risk)
+ORDER BY level, rank NULLS LAST, expected DESC
+"""
+
 # The champion's score on its test rows, as the promotion decision recorded it (lib.modeling.registry).
 CHAMPION_SCORE_SQL = """
 SELECT created_at AS time, model_version, details->>'primary_metric' AS metric,

@@ -18,6 +18,7 @@ DRIFT_SHARE_METRIC = f"{DRIFT}.share_drifted_features"
 DRIFT_ROWS_METRIC = f"{DRIFT}.rows"
 PR_AUC_METRIC = f"{QUALITY}.ksi_pr_auc"
 ROC_AUC_METRIC = f"{QUALITY}.ksi_roc_auc"
+LABELLED_ROWS_METRIC = f"{QUALITY}.labelled_rows"
 PREDICTED_SHARE_PREFIX = f"{DRIFT}.predicted_share."
 ACTUAL_SHARE_PREFIX = f"{QUALITY}.actual_share."
 FEATURE_SCORE_PREFIX = f"{DRIFT}.feature_score."
@@ -137,3 +138,18 @@ def became_known(conn, metric: str, after: date, through: date) -> list[tuple[da
         (metric, after, through),
     )
     return [(row["window_end"], row["value"]) for row in rows]
+
+
+def labelled_windows(conn, as_of: date, limit: int) -> list[tuple[date, date, str]]:
+    """(start, end, model version) of the latest `limit` windows whose quality was known by `as_of`, oldest
+    first; a window evaluated for several versions counts once, with the version evaluated last."""
+    rows = fetch_dicts(
+        conn,
+        "SELECT window_start, window_end, model_version FROM ("
+        " SELECT DISTINCT ON (window_start, window_end) window_start, window_end, model_version"
+        " FROM monitoring_metrics WHERE metric = %s AND known_at <= %s"
+        " ORDER BY window_start, window_end, computed_at DESC) labelled"
+        " ORDER BY window_end DESC LIMIT %s",
+        (LABELLED_ROWS_METRIC, as_of, limit),
+    )
+    return [(row["window_start"], row["window_end"], row["model_version"]) for row in reversed(rows)]

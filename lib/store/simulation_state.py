@@ -18,6 +18,7 @@ RUNNER_LOCK_KEY = 7_319_002  # the migrations use 7_319_001
 _SIMULATION_ROWS = (
     ("predictions", "TRUE", ()),
     ("monitoring_metrics", "TRUE", ()),
+    ("place_risk", "TRUE", ()),
     ("model_events", "event LIKE %s", ("retrain%",)),
     ("simulation_state", "name = %s", (SIMULATION_NAME,)),
 )
