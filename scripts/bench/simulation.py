@@ -132,7 +132,7 @@ def main() -> None:
     parser.add_argument("--collisions-per-year", type=int, default=128_000)
     parser.add_argument("--cold-days", type=int, default=31)
     parser.add_argument("--backlog-days", type=int, default=365)
-    parser.add_argument("--steady-minutes", type=float, default=3)
+    parser.add_argument("--steady-minutes", type=float, default=3, help="0: skip the steady state")
     parser.add_argument("--seconds-per-day", type=float, default=2)
     args = parser.parse_args()
 
@@ -186,15 +186,16 @@ def main() -> None:
             f"peak RSS of the runner and its kernel {peak / 2**30:.2f} GiB"
         )
 
-        samples = steady_state(settings, plan.simulation_start, args.steady_minutes, log)
-        behind = [days for _, days in samples]
-        third = max(len(behind) // 3, 1)
-        print(
-            f"\nSteady state at SECONDS_PER_DAY={args.seconds_per_day:g} for {args.steady_minutes:g} min: "
-            f"days behind sampled every 5 s: max {max(behind)}, mean of the first third "
-            f"{statistics.mean(behind[:third]):.1f}, of the last third {statistics.mean(behind[-third:]):.1f}, "
-            f"at the end {behind[-1]}"
-        )
+        if args.steady_minutes > 0:
+            samples = steady_state(settings, plan.simulation_start, args.steady_minutes, log)
+            behind = [days for _, days in samples]
+            third = max(len(behind) // 3, 1)
+            print(
+                f"\nSteady state at SECONDS_PER_DAY={args.seconds_per_day:g} for {args.steady_minutes:g} min: "
+                f"days behind sampled every 5 s: max {max(behind)}, mean of the first third "
+                f"{statistics.mean(behind[:third]):.1f}, of the last third {statistics.mean(behind[-third:]):.1f}, "
+                f"at the end {behind[-1]}"
+            )
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, "
         f"Python {platform.python_version()}, load average at the end {os.getloadavg()[0]:.1f}"
