@@ -408,6 +408,8 @@ if promote:
         settings.database_url,
         primary_metric=primary_metric,
         simulated_date=date.fromisoformat(labels_known_by) if labels_known_by else None,
+        bootstrap_resamples=bootstrap_resamples,
+        seed=seed,
     )
     outcome = (f"Version {version} is now **{decision.alias}**: {decision.reason}. The comparison with the "
                f"champion (intervals, calibration, police forces) is the run's `{EVIDENCE_MARKDOWN}`.")

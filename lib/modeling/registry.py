@@ -202,12 +202,14 @@ def promote_if_better(
     database_url: str,
     primary_metric: str = "ksi_pr_auc",
     simulated_date: date | None = None,
+    bootstrap_resamples: int = 1000,
+    seed: int = 0,
 ) -> PromotionDecision:
     """Decide, write the evidence (before the alias moves, so a server that follows it finds it), record."""
     decision, outputs = decide_promotion(model_name, version, run_id, test_frame, primary_metric)
     champion_outputs = outputs.get(decision.champion_version or "")
     evidence = build_evidence(decision.details(), test_frame, outputs[decision.version], champion_outputs,
-                              PRIMARY_METRICS)
+                              PRIMARY_METRICS, resamples=bootstrap_resamples, seed=seed)
     record_evidence(evidence)
     record_decision(decision, database_url, simulated_date)
     return decision
