@@ -53,6 +53,7 @@ class Settings:
     model_name: str
     model_alias: str
     model_version: str | None
+    model_check_seconds: float
     simulation_start_date: date
     seconds_per_day: float
     eval_scheduler_increment: float
@@ -152,6 +153,7 @@ def load_settings(environ: dict[str, str] | None = None, dotenv: Path | None = D
         model_name=env["MODEL_NAME"],
         model_alias=env["MODEL_ALIAS"],
         model_version=env["MODEL_VERSION"] or None,
+        model_check_seconds=_number("MODEL_CHECK_SECONDS", env["MODEL_CHECK_SECONDS"]),
         simulation_start_date=start,
         seconds_per_day=seconds_per_day,
         eval_scheduler_increment=_number("EVAL_SCHEDULER_INCREMENT", increment),

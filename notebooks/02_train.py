@@ -89,6 +89,7 @@ from lib.modeling import training_run
 from lib.modeling.candidates import MODEL, evaluate, fit_candidates, run_metrics
 from lib.modeling.evaluation import SEVERITY_NAMES, confusion, is_ksi
 from lib.modeling.mlflow_model import ALERT_THRESHOLD_PARAM, log_model, log_reference, reference_sample
+from lib.modeling.promotion_evidence import EVIDENCE_MARKDOWN
 from lib.modeling.registry import check_primary_metric, promote_if_better
 from lib.modeling.split import split_by_labels_known, split_by_years
 
@@ -343,7 +344,8 @@ figures["permutation_importance.png"] = fig
 # checksums (also as MLflow datasets), the reference sample for monitoring (`reference/reference.parquet`)
 # and the model (signature and input example). The run is named by its periods and described by the
 # verdicts above. The version is registered with the same description, then compared with the current
-# champion.
+# champion on the test rows: that comparison (metrics with intervals, calibration, KSI quality by police
+# force) goes to the run as `promotion/evidence.md` and `.json`, and its summary to the version's description.
 
 # %%
 reference = reference_sample(model, parts["train"], rows=reference_rows, seed=seed)
@@ -406,8 +408,11 @@ if promote:
         settings.database_url,
         primary_metric=primary_metric,
         simulated_date=date.fromisoformat(labels_known_by) if labels_known_by else None,
+        bootstrap_resamples=bootstrap_resamples,
+        seed=seed,
     )
-    outcome = f"Version {version} is now **{decision.alias}**: {decision.reason}."
+    outcome = (f"Version {version} is now **{decision.alias}**: {decision.reason}. The comparison with the "
+               f"champion (intervals, calibration, police forces) is the run's `{EVIDENCE_MARKDOWN}`.")
 else:
     outcome = f"Version {version} was registered without an alias (promote=False)."
 display(Markdown(outcome + f"\n\nThe whole notebook took {time.monotonic() - started:.0f} s."))

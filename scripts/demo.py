@@ -110,6 +110,8 @@ Done in {(time.monotonic() - began) / 60:.1f} min. Where to look:
   Every notebook run:    {(reports / 'index.html').resolve().as_uri()}
   Evidently reports:     {(reports / 'monitoring').resolve().as_uri()}/
   MLflow UI:             {experiments_url(settings.mlflow_tracking_uri)}
+  Why each version was or was not promoted: its description in the MLflow UI's Models page, and
+                         promotion/evidence.md among its run's artifacts
   JupyterLab:            `make training-manual`, then http://127.0.0.1:{settings.jupyter_port}/lab (token printed)
 Carry on the simulation with `make simulation`; stop the services with `make down`.""")
     return 0

@@ -3,9 +3,12 @@
     python scripts/serve.py [--host 127.0.0.1] [--port SERVE_PORT] [--model-uri URI] [--workers 1]
 
 The model is MODEL_NAME at MODEL_VERSION when that is set, otherwise at alias MODEL_ALIAS
-(`models:/accident_severity@champion`). The alias is resolved once, at start, and that version is
-served: restart the server after a promotion to serve the new champion. The server is uvicorn
-running `lib.modeling.serving` (the model loaded once per worker with MLflow, in this environment): it
+(`models:/accident_severity@champion`). Served on an alias, the server follows it: each worker starts on
+the version the alias names at start and, every MODEL_CHECK_SECONDS, asks the registry again; after a
+promotion it loads the new version beside the old one, swaps it in without dropping a request and logs
+`... moved from version 3 to 4; now serving version 4` (`lib.modeling.alias_follower`). A pinned version
+(MODEL_VERSION, or `--model-uri models:/<name>/<version>`) never moves. The server is uvicorn running
+`lib.modeling.serving` (the model loaded once per worker with MLflow, in this environment): it
 checks every request (415, 413 above 10 MiB, 400 naming the column, row and value) before the
 model sees it. When it answers, the URL and a ready-to-paste request for one collision are
 printed. Ctrl-C or SIGTERM stops it.
@@ -15,7 +18,7 @@ Request: POST /invocations, Content-Type: application/json, body
 one object per collision with every feature of the model's signature (codes as numbers, null for
 missing). Response: `{"predictions": [{"p_fatal": ..., "p_serious": ..., "p_slight": ...,
 "p_ksi": ..., "predicted_severity": 3, "ksi_alert": false}, ...]}`. GET /ping answers 200 when ready,
-GET /version names the model version.
+GET /version names the model version served now and the alias it follows (null when pinned).
 
 Exit codes: 0 stopped by Ctrl-C or SIGTERM, 1 the server stopped or never became ready,
 2 bad configuration or no such model in the registry.
@@ -38,8 +41,8 @@ import requests
 
 from lib.config import ROOT, ConfigError, Settings, configure
 from lib.data.lake import LakeError, open_lake
-from lib.modeling.inference import InferenceError, ModelRef, resolve_model
-from lib.modeling.serving import MODEL_URI_VARIABLE
+from lib.modeling.inference import MODEL_URI, InferenceError, ModelRef, resolve_model
+from lib.modeling.serving import FOLLOWED_ALIAS_VARIABLE, MODEL_URI_VARIABLE
 
 EXIT_STOPPED, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -113,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     port = args.port or settings.serve_port
     url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{port}"
+    alias = MODEL_URI.fullmatch(model.requested_uri)["alias"]
+    following = (f"it follows {model.requested_uri}, checking the registry every {settings.model_check_seconds:g} s"
+                 if alias else f"version {model.version} is pinned: it never moves")
     print(f"Starting the model server for {model.describe()} on {args.host}:{port} ...", flush=True)
 
     command = [sys.executable, "-m", "uvicorn", "lib.modeling.serving:app_from_environment", "--factory",
@@ -127,14 +133,17 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    server = subprocess.Popen(command, env={**os.environ, MODEL_URI_VARIABLE: model.uri}, cwd=ROOT,
-                              preexec_fn=_die_with_parent)
+    environment = {**os.environ, MODEL_URI_VARIABLE: model.uri}
+    environment.pop(FOLLOWED_ALIAS_VARIABLE, None)
+    if alias:
+        environment[FOLLOWED_ALIAS_VARIABLE] = alias
+    server = subprocess.Popen(command, env=environment, cwd=ROOT, preexec_fn=_die_with_parent)
     children.append(server)
     if stopping:  # a signal arrived while the server was being started
         stop(None, None)
 
     if wait_until_ready(server, url, args.start_timeout):
-        print(f"\nServing {model.describe()} at {url}/invocations\n"
+        print(f"\nServing {model.describe()} at {url}/invocations; {following}.\n"
               f"Try one collision (answers P(fatal), P(serious), P(slight), P(KSI), the predicted severity "
               f"and the KSI alert):\n\n  {curl_command(url, collision)}\n", flush=True)
     elif not stopping:

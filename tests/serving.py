@@ -85,12 +85,14 @@ class RunningServer:
 
 
 @contextmanager
-def model_server(model_uri: str, timeout: float = 180) -> Iterator[RunningServer]:
-    """scripts/serve.py on a free port, ready (it printed its example request) until the block ends."""
+def model_server(model_uri: str, timeout: float = 180, **variables: str) -> Iterator[RunningServer]:
+    """scripts/serve.py on a free port, ready (it printed its example request) until the block ends.
+
+    `variables` are settings for the server, e.g. MODEL_CHECK_SECONDS="2"."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, str(SERVE_SCRIPT), "--port", str(port), "--model-uri", model_uri],
-        cwd=ROOT, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT, env={**os.environ, **variables}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     server = RunningServer(process, f"http://127.0.0.1:{port}")
     reader = threading.Thread(target=lambda: server.output.extend(iter(process.stdout.readline, "")), daemon=True)

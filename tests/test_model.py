@@ -39,6 +39,7 @@ from lib.modeling.model import (
     categorical_mask,
     feature_matrix,
 )
+from lib.modeling.promotion_evidence import EVIDENCE_JSON, SUMMARY_HEADING
 from lib.modeling.split import split_by_labels_known, split_by_years
 from lib.modeling.training_run import (
     DESCRIPTION_TAG,
@@ -267,6 +268,13 @@ def test_retraining_is_reproducible_and_a_tie_does_not_take_champion(trained, se
     tie = events[1]["details"]
     assert tie["champion_version"] == "1" and tie["score"] == tie["champion_score"] == first["test_ksi_pr_auc"]
     assert client.get_run(versions[1].run_id).data.tags["promotion.event"] == "not_promoted"
+    # The tie's evidence: the same model scored twice on the same rows and resamples differs by nothing.
+    evidence = mlflow.artifacts.load_dict(f"runs:/{versions[1].run_id}/{EVIDENCE_JSON}")
+    assert evidence["champion_version"] == "1" and evidence["decision"]["promoted"] is False
+    assert {row["metric"]: (row["difference"]["estimate"], row["difference"]["low"], row["difference"]["high"])
+            for row in evidence["metrics"] if row["difference"]["low"] is not None} == {
+        "ksi_roc_auc": (0, 0, 0), "ksi_pr_auc": (0, 0, 0), "ksi_brier": (0, 0, 0)}
+    assert all(SUMMARY_HEADING in client.get_model_version(model_name, v.version).description for v in versions)
 
 
 def test_the_run_holds_the_reference_sample_and_figures(trained, settings):
@@ -374,7 +382,8 @@ def test_the_verdicts_are_the_run_s_and_the_version_s_description(trained, setti
     version = client.get_model_version_by_alias(model_name, "champion")
     run = client.get_run(version.run_id)
     description = run.data.tags[DESCRIPTION_TAG]
-    assert version.description == description
+    verdict, evidence = version.description.split(f"\n\n{SUMMARY_HEADING}")
+    assert verdict == description and evidence.startswith(": version 1 (no champion to compare with)")
     selected = run.data.params["selected_family"]
     assert f"(`{selected}`, selected on validation)" in description
     for other in (*BASELINES, *(family for family in FAMILIES if family != selected)):

@@ -243,12 +243,17 @@ def champion_has_its_notebook(user: User, settings, done) -> None:
     attached = requests.get(f"{server}/api/2.0/mlflow/artifacts/list",
                             params={"run_id": run_id, "path": "notebook"}, timeout=10).json()
     assert {Path(f["path"]).suffix for f in attached.get("files", [])} == {".ipynb", ".html"}, attached
+    evidence = requests.get(f"{server}/api/2.0/mlflow/artifacts/list",
+                            params={"run_id": run_id, "path": "promotion"}, timeout=10).json()
+    assert {Path(f["path"]).name for f in evidence.get("files", [])} == {"evidence.json", "evidence.md"}, evidence
+    assert "### Promotion evidence" in champion.json()["model_version"]["description"]
 
 
 def serve_answers_the_readme_request(user: User, settings, args: list[str]) -> None:
     server = user.start(*args)
     try:
-        match, _ = read_until(server, r"Serving .* at (http://\S+)/invocations", timeout=240)
+        match, _ = read_until(server, r"Serving .* at (http://\S+)/invocations; it follows models:/\S+@champion",
+                              timeout=240)
         url = match[1]
         answer = requests.post(f"{url}/invocations", json=readme_request(), timeout=30)
         assert answer.status_code == 200, answer.text

@@ -13,7 +13,11 @@ predicted severity, the KSI alert, and the three class probabilities when it has
 * Uncertainty (`bootstrap_auc`): the test set is resampled with replacement (seeded); every model is
   scored on the same resamples, so differences between models are paired. Intervals are percentile
   intervals. The resampling works on weights over one sort of the scores, which keeps 1,000
-  resamples of a national-size test year within seconds.
+  resamples of a national-size test year within seconds. With `with_brier`, the KSI Brier score of
+  P(KSI) gets its interval from the same resamples.
+* Calibration (`reliability_table`, `expected_calibration_error`): P(KSI) in ten bins of equal count
+  (the rule of scikit-learn's `calibration_curve(strategy="quantile")`), each bin's mean prediction
+  against its observed KSI share, and their gap weighted by the bins' rows.
 """
 
 from __future__ import annotations
@@ -55,6 +59,17 @@ class ModelScores:
     predicted: np.ndarray  # predicted severity, 1/2/3
     alert: np.ndarray  # KSI alert (bool)
     probabilities: np.ndarray | None = None  # n x 3: fatal, serious, slight; None for a score-only model
+
+    @classmethod
+    def from_outputs(cls, name: str, outputs: pd.DataFrame) -> ModelScores:
+        """The scores in a model's outputs (`lib.modeling.model.OUTPUT_COLUMNS`, as its pyfunc returns them)."""
+        return cls(
+            name,
+            outputs["p_ksi"].to_numpy(dtype=float),
+            outputs["predicted_severity"].to_numpy(),
+            outputs["ksi_alert"].to_numpy(dtype=bool),
+            outputs[PROBABILITY_COLUMNS].to_numpy(dtype=float),
+        )
 
 
 def is_ksi(severity) -> np.ndarray:
@@ -190,12 +205,14 @@ def bootstrap_auc(
     resamples: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
+    with_brier: bool = False,
 ) -> pd.DataFrame:
     """Percentile intervals of KSI ROC-AUC and PR-AUC per model, and of `reference` minus each other model.
 
     Returns one row per (comparison, metric): `comparison` is a model name or `"<reference> - <model>"`,
     with the estimate on the full test set, `low`/`high` bounds and, for differences, `share_above_zero`
-    (the share of resamples in which the reference model scores higher).
+    (the share of resamples in which the reference model scores higher). `with_brier` (the scores are
+    probabilities) adds the KSI Brier score (`ksi_brier`, lower is better) on the same resamples.
     """
     ksi = is_ksi(severity)
     if reference not in ksi_scores:
@@ -203,28 +220,38 @@ def bootstrap_auc(
     if not 0 < ksi.sum() < len(ksi):
         raise EvaluationError(f"the {len(ksi):,} test rows need both KSI and non-KSI collisions for a bootstrap")
     sorted_scores = {name: _SortedScore(score, ksi) for name, score in ksi_scores.items()}
+    squared_errors = {name: (np.asarray(score, dtype=float) - ksi) ** 2 for name, score in ksi_scores.items()}
+    names = ("ksi_roc_auc", "ksi_pr_auc", *(("ksi_brier",) if with_brier else ()))
+
+    def measure(name: str, weights: np.ndarray) -> np.ndarray:
+        """resample x metric, in the order of `names`."""
+        measured = sorted_scores[name].metrics(weights)
+        if with_brier:
+            measured = (*measured, weights @ squared_errors[name] / weights.sum(axis=1))
+        return np.stack(measured, axis=1)
+
     rng = np.random.default_rng(seed)
     chunk = max(1, min(resamples, BOOTSTRAP_CELLS_PER_CHUNK // len(ksi)))
     draws: dict[str, list[np.ndarray]] = {name: [] for name in ksi_scores}
     done = 0
     while done < resamples:
         weights = _resample_weights(rng, len(ksi), min(chunk, resamples - done))
-        for name, scored in sorted_scores.items():
-            draws[name].append(np.stack(scored.metrics(weights), axis=1))
+        for name in ksi_scores:
+            draws[name].append(measure(name, weights))
         done += len(weights)
-    samples = {name: np.concatenate(parts) for name, parts in draws.items()}  # resample x (roc, pr)
-    full = {name: scored.metrics(np.ones((1, len(ksi)))) for name, scored in sorted_scores.items()}
+    samples = {name: np.concatenate(parts) for name, parts in draws.items()}  # resample x metric
+    full = {name: measure(name, np.ones((1, len(ksi))))[0] for name in ksi_scores}
 
     tail = (1 - confidence) / 2 * 100
     rows = []
-    for m, metric in enumerate(("ksi_roc_auc", "ksi_pr_auc")):
+    for m, metric in enumerate(names):
         for name in ksi_scores:
             low, high = np.nanpercentile(samples[name][:, m], [tail, 100 - tail])
             rows.append(
                 {
                     "comparison": name,
                     "metric": metric,
-                    "estimate": float(full[name][m][0]),
+                    "estimate": float(full[name][m]),
                     "low": low,
                     "high": high,
                     "share_above_zero": np.nan,
@@ -239,10 +266,39 @@ def bootstrap_auc(
                 {
                     "comparison": f"{reference} - {name}",
                     "metric": metric,
-                    "estimate": float(full[reference][m][0] - full[name][m][0]),
+                    "estimate": float(full[reference][m] - full[name][m]),
                     "low": low,
                     "high": high,
                     "share_above_zero": float(np.nanmean(difference > 0)),
                 }
             )
     return pd.DataFrame(rows)
+
+
+# -- calibration --------------------------------------------------------------------------------
+
+
+def reliability_table(severity, p_ksi, bins: int = 10) -> pd.DataFrame:
+    """P(KSI) against the observed KSI share in `bins` bins of equal count (empty bins dropped).
+
+    The bin edges are the quantiles of `p_ksi` and a value on an edge falls in the lower bin, as in
+    scikit-learn's `calibration_curve(strategy="quantile")`. One row per bin: its P(KSI) range
+    (`p_low`, `p_high`), `rows`, `mean_predicted` and `observed_ksi_share`.
+    """
+    p_ksi = np.asarray(p_ksi, dtype=float)
+    ksi = is_ksi(severity)
+    if not len(p_ksi):
+        raise EvaluationError("a reliability table needs at least one scored row")
+    edges = np.percentile(p_ksi, np.linspace(0, 100, bins + 1))
+    frame = pd.DataFrame({"bin": np.searchsorted(edges[1:-1], p_ksi), "p": p_ksi, "ksi": ksi})
+    table = frame.groupby("bin").agg(
+        p_low=("p", "min"), p_high=("p", "max"), rows=("p", "size"), mean_predicted=("p", "mean"),
+        observed_ksi_share=("ksi", "mean"),
+    )
+    return table.reset_index(drop=True)
+
+
+def expected_calibration_error(table: pd.DataFrame) -> float:
+    """The gap between mean prediction and observed KSI share, averaged over a reliability table's rows."""
+    gap = (table["mean_predicted"] - table["observed_ksi_share"]).abs()
+    return float((gap * table["rows"]).sum() / table["rows"].sum())

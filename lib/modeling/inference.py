@@ -11,7 +11,8 @@ Two scorers give the same predictions:
 * `HttpScorer` posts batches to a model server (`scripts/serve.py`). It retries what a restarting
   server looks like (connection refused, HTTP 502/503/504) with bounded exponential backoff and
   fails at once, with the server's message, on any other error. The server is trusted to serve the
-  version `resolve_model` names: restart it after a promotion.
+  version `resolve_model` names: one started on the alias follows it within MODEL_CHECK_SECONDS of a
+  promotion (its GET /version says which version it serves).
 
 `write_predictions` replaces the window's rows for that model version in one transaction (delete,
 then insert with ON CONFLICT ... DO UPDATE), so a rerun never duplicates rows and a reader never

@@ -8,7 +8,8 @@ The first version of a model is promoted. "Beats" is strict: a retrain that only
 champion. If the champion's own validation period reaches into these test rows (it learned from them),
 the decision's reason says so: that comparison favours the champion. Every decision, with both scores,
 goes to `model_events` (event `promoted` / `not_promoted`), to the training run (tags and metrics) and
-to the model version (tags).
+to the model version (tags), with the evidence behind it (`lib.modeling.promotion_evidence`): the
+challenger against the champion on those rows, as artifacts of the run and in the version's description.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
-from lib.modeling.evaluation import PROBABILITY_COLUMNS, ModelScores, test_metrics
+from lib.modeling.evaluation import ModelScores, test_metrics
 from lib.modeling.mlflow_model import StaleModel, load_pyfunc
 from lib.modeling.model import severity_of
 from lib.modeling.model_run import VALIDATION_RANGE_PARAM, range_end
+from lib.modeling.promotion_evidence import build_evidence, record_evidence
 from lib.store import events
 from lib.store.db import session
 
@@ -92,22 +94,19 @@ def current_champion(client: mlflow.MlflowClient, model_name: str) -> str | None
     return None if version is None else str(version)
 
 
-def score_version(model_name: str, version: str, frame: pd.DataFrame) -> dict[str, float]:
-    """Test metrics of a registered version on labelled `frame`, through its pyfunc."""
+def version_outputs(model_name: str, version: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """What a registered version says about each row of `frame`, through its pyfunc."""
     model = load_pyfunc(f"models:/{model_name}/{version}")
     columns = model.metadata.get_input_schema().input_names()
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise PromotionError(f"version {version} of {model_name} needs columns these rows lack: {missing}")
-    output = model.predict(frame[columns])
-    scores = ModelScores(
-        f"{model_name}/{version}",
-        output["p_ksi"].to_numpy(),
-        output["predicted_severity"].to_numpy(),
-        output["ksi_alert"].to_numpy(dtype=bool),
-        output[PROBABILITY_COLUMNS].to_numpy(),
-    )
-    return test_metrics(severity_of(frame, "test"), scores)
+    return model.predict(frame[columns]).reset_index(drop=True)
+
+
+def outputs_metrics(frame: pd.DataFrame, outputs: pd.DataFrame, name: str) -> dict[str, float]:
+    """Test metrics of one version's `outputs` on labelled `frame`."""
+    return test_metrics(severity_of(frame, "test"), ModelScores.from_outputs(name, outputs))
 
 
 def _better(new: float, old: float, higher_is_better: bool) -> bool:
@@ -120,11 +119,14 @@ def _better(new: float, old: float, higher_is_better: bool) -> bool:
 
 def decide_promotion(
     model_name: str, version: str, run_id: str, test_frame: pd.DataFrame, primary_metric: str = "ksi_pr_auc"
-) -> PromotionDecision:
-    """Score the new version and the current champion on `test_frame` and decide (nothing is changed)."""
+) -> tuple[PromotionDecision, dict[str, pd.DataFrame]]:
+    """Score the new version and the current champion on `test_frame` and decide (nothing is changed).
+
+    Returns the decision and the outputs it was made on, by version (the champion's only when it could score)."""
     check_primary_metric(primary_metric)
     client = mlflow.MlflowClient()
-    score = score_version(model_name, version, test_frame)[primary_metric]
+    outputs = {str(version): version_outputs(model_name, version, test_frame)}
+    score = outputs_metrics(test_frame, outputs[str(version)], str(version))[primary_metric]
     champion = current_champion(client, model_name)
     decision = {
         "model_name": model_name,
@@ -137,16 +139,18 @@ def decide_promotion(
     if champion is None:
         return PromotionDecision(
             **decision, champion_score=None, promoted=True, reason=f"no {CHAMPION} yet: the first model is promoted"
-        )
+        ), outputs
     try:
-        champion_score = score_version(model_name, champion, test_frame)[primary_metric]
+        champion_outputs = version_outputs(model_name, champion, test_frame)
     except (PromotionError, MlflowException, StaleModel) as error:
         return PromotionDecision(
             **decision,
             champion_score=None,
             promoted=True,
             reason=f"the {CHAMPION} (version {champion}) cannot score these rows: {error}",
-        )
+        ), outputs
+    outputs[champion] = champion_outputs
+    champion_score = outputs_metrics(test_frame, champion_outputs, champion)[primary_metric]
     promoted = _better(score, champion_score, PRIMARY_METRICS[primary_metric])
     comparison = "beats" if promoted else "does not beat"
     reason = (
@@ -159,7 +163,7 @@ def decide_promotion(
             f" (the {CHAMPION} was fitted and calibrated on data up to {fitted_until}, which reaches into "
             "this test period: the comparison favours it)"
         )
-    return PromotionDecision(**decision, champion_score=champion_score, promoted=promoted, reason=reason)
+    return PromotionDecision(**decision, champion_score=champion_score, promoted=promoted, reason=reason), outputs
 
 
 def _fitted_until(client: mlflow.MlflowClient, model_name: str, version: str) -> date | None:
@@ -198,7 +202,14 @@ def promote_if_better(
     database_url: str,
     primary_metric: str = "ksi_pr_auc",
     simulated_date: date | None = None,
+    bootstrap_resamples: int = 1000,
+    seed: int = 0,
 ) -> PromotionDecision:
-    decision = decide_promotion(model_name, version, run_id, test_frame, primary_metric)
+    """Decide, write the evidence (before the alias moves, so a server that follows it finds it), record."""
+    decision, outputs = decide_promotion(model_name, version, run_id, test_frame, primary_metric)
+    champion_outputs = outputs.get(decision.champion_version or "")
+    evidence = build_evidence(decision.details(), test_frame, outputs[decision.version], champion_outputs,
+                              PRIMARY_METRICS, resamples=bootstrap_resamples, seed=seed)
+    record_evidence(evidence)
     record_decision(decision, database_url, simulated_date)
     return decision

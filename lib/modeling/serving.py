@@ -1,7 +1,9 @@
 """The model server's HTTP app (`make serve`): strict about what it accepts, never an error page.
 
 Routes: `POST /invocations` scores collisions; `GET /ping` and `GET /health` answer 200 once the
-model is loaded; `GET /version` names the model version served.
+model is loaded; `GET /version` names the model version served now, and the alias it follows (null when
+pinned). A server started on an alias follows it (`lib.modeling.alias_follower`): each request scores
+with the model it started with, whatever a promotion swaps in meanwhile.
 
 A request to /invocations is answered, in this order:
 * 415 unless its Content-Type is application/json;
@@ -20,22 +22,26 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+from contextlib import asynccontextmanager
 
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
-from mlflow.pyfunc import PyFuncModel
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from lib.data.feature_values import DOMAINS
+from lib.modeling.alias_follower import AliasFollower, ServedModel
 
 MAX_BODY_BYTES = 10 * 1024 * 1024
-# The environment variable through which scripts/serve.py tells the server's workers what to load.
+# The environment variables through which scripts/serve.py tells the server's workers what to load (a
+# pinned version) and, when it was asked for an alias, which alias to follow from there.
 MODEL_URI_VARIABLE = "ASF_SERVED_MODEL_URI"
+FOLLOWED_ALIAS_VARIABLE = "ASF_FOLLOWED_ALIAS"
 
 
 class RequestRefused(Exception):
@@ -110,10 +116,11 @@ def feature_frame(columns: list[str], rows: list[list], features: tuple[str, ...
     return pd.DataFrame(frame)
 
 
-def build_app(model: PyFuncModel, version: str) -> Starlette:
-    features = tuple(model.metadata.get_input_schema().input_names())
+def build_app(served: ServedModel, follower: AliasFollower | None = None) -> Starlette:
+    """The app serving `served.current`; with a `follower`, it follows an alias while the app runs."""
 
     async def invocations(request: Request) -> Response:
+        current = served.current  # this request's model to the end, whatever a promotion swaps in meanwhile
         try:
             media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
             if media_type != "application/json":
@@ -129,10 +136,10 @@ def build_app(model: PyFuncModel, version: str) -> Starlette:
                 if len(body) > MAX_BODY_BYTES:
                     raise RequestRefused(413, f"the body is larger than {MAX_BODY_BYTES:,} bytes; send fewer rows "
                                               "per request")
-            frame = feature_frame(*parse_rows(bytes(body)), features)
+            frame = feature_frame(*parse_rows(bytes(body)), current.features)
             if frame.empty:
                 return JSONResponse({"predictions": []})
-            predictions = await asyncio.to_thread(model.predict, frame)
+            predictions = await asyncio.to_thread(current.model.predict, frame)
         except RequestRefused as refused:
             return JSONResponse({"error_code": "BAD_REQUEST", "message": str(refused)}, status_code=refused.status)
         except MlflowException as error:
@@ -144,19 +151,33 @@ def build_app(model: PyFuncModel, version: str) -> Starlette:
         return Response("\n", media_type="application/json")
 
     async def served_version(request: Request) -> Response:
-        return JSONResponse({"model_version": version})
+        return JSONResponse({"model_version": served.current.version,
+                             "follows": follower.alias_uri if follower else None})
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette):
+        following = asyncio.create_task(follower.follow()) if follower else None
+        yield
+        if following:
+            following.cancel()
 
     return Starlette(routes=[
         Route("/invocations", invocations, methods=["POST"]),
         Route("/ping", ping), Route("/health", ping), Route("/version", served_version),
-    ])
+    ], lifespan=lifespan)
 
 
 def app_from_environment() -> Starlette:
-    """For each uvicorn worker: load the pinned model version that scripts/serve.py names."""
+    """For each uvicorn worker: load the pinned model version that scripts/serve.py names and, when it
+    was asked for an alias, follow that alias from there (checking every MODEL_CHECK_SECONDS)."""
     from lib.config import configure
     from lib.modeling.mlflow_model import load_pyfunc
 
-    configure()
+    settings = configure()
     uri = os.environ[MODEL_URI_VARIABLE]
-    return build_app(load_pyfunc(uri), uri.rsplit("/", 1)[-1])
+    name, version = uri.removeprefix("models:/").rsplit("/", 1)
+    served = ServedModel(load_pyfunc(uri), version)
+    alias = os.environ.get(FOLLOWED_ALIAS_VARIABLE)
+    follower = AliasFollower(served, name, alias, settings.model_check_seconds, settings.mlflow_tracking_uri,
+                             logging.getLogger("uvicorn.error")) if alias else None  # uvicorn's own log
+    return build_app(served, follower)
