@@ -22,7 +22,7 @@ from lib.data.feature_values import DOMAINS
 from lib.data.lake import Lake
 from lib.data.synth import generate
 from lib.modeling.model import OUTPUT_COLUMNS
-from lib.modeling.serving import feature_frame
+from lib.modeling.serving import feature_matrix
 from tests.serving import SERVE_SCRIPT, free_port, mirror_champion, model_server
 
 
@@ -142,8 +142,8 @@ def test_what_the_server_refuses_it_refuses_with_the_right_status_and_never_an_e
 def test_every_curated_collision_of_the_mirror_is_within_what_the_server_accepts(champion, settings):
     rows = Lake(champion.lake_uri, settings).read_dataset(CURATED)
     features = list(DOMAINS)
-    frame = feature_frame(features, rows[features].astype("float64").to_numpy().tolist(), tuple(features))
-    assert len(frame) == len(rows) > 3000  # feature_frame refuses, naming the column, row and value, otherwise
+    matrix = feature_matrix(features, rows[features].astype("float64").to_numpy().tolist(), tuple(features))
+    assert len(matrix) == len(rows) > 3000  # feature_matrix refuses, naming the column, row and value, otherwise
 
 
 def test_an_unknown_model_stops_serve_with_a_clear_message():

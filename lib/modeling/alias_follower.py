@@ -1,6 +1,6 @@
 """The model a server worker scores with, and how it follows a registry alias without a restart.
 
-`ServedModel` holds the loaded pyfunc with its version and input features as one immutable `Loaded`. A
+`ServedModel` holds the loaded pyfunc with its version, input features and fitted model as one immutable `Loaded`. A
 request takes `served.current` once and scores with it to the end, so a swap never changes the model
 under a request in flight; the old model is freed when the last request holding it finishes.
 
@@ -26,6 +26,7 @@ import mlflow
 from mlflow.pyfunc import PyFuncModel
 
 from lib.modeling.mlflow_model import load_pyfunc
+from lib.modeling.model import SeverityModel
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +38,12 @@ class Loaded:
     model: PyFuncModel
     version: str
     features: tuple[str, ...]
+    scorer: SeverityModel  # the fitted model inside the pyfunc, which the server calls directly
 
     @classmethod
     def of(cls, model: PyFuncModel, version: str) -> Loaded:
-        return cls(model, str(version), tuple(model.metadata.get_input_schema().input_names()))
+        features = tuple(model.metadata.get_input_schema().input_names())
+        return cls(model, str(version), features, model.unwrap_python_model().model)
 
 
 class ServedModel:
