@@ -219,23 +219,26 @@ else:
 # %% [markdown]
 # ## Observed against expected, by place
 #
-# When labels landed in this run: over the latest `place_windows` labelled windows, per local highway
+# Over the latest `place_windows` labelled windows as of this run, per local highway
 # authority and per grid cell, the KSI collisions observed against the sum of P(KSI), their difference with a
 # 95% interval, and the ratio shrunk towards the model by empirical Bayes. Places expecting fewer than
 # `place_min_expected` KSI collisions are listed, never ranked. The dashboard shows the latest snapshot.
 
 # %%
-if quality_rows:
-    place_policy = places.PlacePolicy(place_windows, place_grid_degrees, place_min_expected)
+place_policy = places.PlacePolicy(place_windows, place_grid_degrees, place_min_expected)
+pooled = []
+if draw_reports:  # a runner catching up pools them once, on the last monitoring day of its tick
     with session(database_url) as conn:
         labelled, pooled = places.labelled_collisions(conn, lake, today, place_policy.windows)
-        place_snapshot = places.place_snapshot(labelled, pooled, today, place_policy)
-        places.store_snapshot(conn, place_snapshot)
+        if pooled:
+            place_snapshot = places.place_snapshot(labelled, pooled, today, place_policy)
+            places.store_snapshot(conn, place_snapshot)
+if pooled:
     display(Markdown(place_snapshot.summary()))
     shown = ["level", "rank", "name", "collisions", "observed", "expected", "excess", "shrunk_ratio", "shrunk_excess"]
     display(place_snapshot.places.groupby("level").head(5)[shown].set_index(["level", "rank"]))
 else:
-    display(Markdown("No labels landed in this run: the places keep their latest snapshot."))
+    display(Markdown("No labelled window to pool by place in this run: the places keep their latest snapshot."))
 
 # %% [markdown]
 # ## The retraining decision and the dashboard
