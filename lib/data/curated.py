@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
@@ -243,18 +243,19 @@ def read_window(lake: Lake, window: Window, *, with_labels: bool = False) -> pd.
     collisions (logged, not an error: the simulation may run ahead of the data).
     """
     frames = []
+    # Rows outside the window are dropped while still in Arrow: converting a whole year to pandas for a
+    # week of it took most of a read.
+    days = [("date", ">=", pd.Timestamp(window.start)), ("date", "<", pd.Timestamp(window.end + timedelta(days=1)))]
     for year in window.years:
         manifest = lake.manifest(CURATED, year)
         if manifest is None:
             log.warning("The lake %s has no curated partition for %d; its days hold no collisions.", lake.uri, year)
             continue
         columns = [c for c in manifest["columns"] if with_labels or c not in TARGET_COLUMNS]
-        frames.append(lake.read_partition(CURATED, year, columns))
+        frames.append(lake.read_partition(CURATED, year, columns, filters=days))
     if not frames:
         return pd.DataFrame()
     curated = pd.concat(frames, ignore_index=True)
-    day = pd.to_datetime(curated["date"]).dt.normalize()
-    inside = (day >= pd.Timestamp(window.start)) & (day <= pd.Timestamp(window.end))
-    rows = curated.loc[inside].sort_values(["date", "collision_index"], kind="stable").reset_index(drop=True)
+    rows = curated.sort_values(["date", "collision_index"], kind="stable").reset_index(drop=True)
     log.info("Window %s: %s curated collisions.", window, f"{len(rows):,}")
     return rows

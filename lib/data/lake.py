@@ -247,13 +247,15 @@ class Lake:
                 found.append(Partition(dataset, year, json.loads(self.get_bytes(key))))
         return sorted(found, key=lambda p: p.year)
 
-    def read_partition(self, dataset: str, year: int, columns: list[str] | None = None) -> pd.DataFrame:
+    def read_partition(self, dataset: str, year: int, columns: list[str] | None = None,
+                       filters: list[tuple] | None = None) -> pd.DataFrame:
+        """A committed partition's `columns`, only the rows that pass pyarrow `filters` when given."""
         manifest = self.manifest(dataset, year)
         if manifest is None:
             raise LakeError(f"{self.uri}: {dataset} has no committed partition for {year}")
         key = self.partition_prefix(dataset, year) + manifest["data_file"]
         try:
-            return pq.read_table(pa.BufferReader(self.get_bytes(key)), columns=columns).to_pandas()
+            return pq.read_table(pa.BufferReader(self.get_bytes(key)), columns=columns, filters=filters).to_pandas()
         except pa.ArrowInvalid as error:
             raise LakeError(f"{self.uri}/{key}: the committed data file is not readable parquet ({error}); "
                             f"rebuild the year with 01_ingest (force=True)") from error
