@@ -14,6 +14,9 @@ import psycopg2.extras
 from lib.store.db import fetch_dicts
 
 DRIFT, QUALITY = "drift", "quality"
+# The quality a window is expected to show, from its P(KSI) before its labels arrive (lib.monitoring.estimated_quality).
+ESTIMATED = "estimated"
+ESTIMATED_PR_AUC_METRIC = f"{ESTIMATED}.ksi_pr_auc"
 DRIFT_SHARE_METRIC = f"{DRIFT}.share_drifted_features"
 DRIFT_ROWS_METRIC = f"{DRIFT}.rows"
 PR_AUC_METRIC = f"{QUALITY}.ksi_pr_auc"
