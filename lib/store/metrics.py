@@ -100,6 +100,37 @@ def recent_values(conn, model_version: str, metric: str, as_of: date, limit: int
     return [row["value"] for row in rows]
 
 
+def estimates_awaiting_labels(conn, model_version: str, as_of: date, limit: int) -> list[tuple[date, date, float]]:
+    """(start, end, estimated KSI PR-AUC) of the version's windows estimated by `as_of` whose labels had not all
+    arrived by then (no `quality.*` row known), newest first, at most `limit`."""
+    rows = fetch_dicts(
+        conn,
+        "SELECT e.window_start, e.window_end, e.value FROM monitoring_metrics e"
+        " WHERE e.model_version = %(version)s AND e.metric = %(metric)s AND e.known_at <= %(as_of)s"
+        " AND e.value IS NOT NULL AND NOT EXISTS ("
+        "  SELECT 1 FROM monitoring_metrics q WHERE q.window_start = e.window_start AND q.window_end = e.window_end"
+        "  AND q.model_version = e.model_version AND q.metric LIKE %(labelled)s AND q.known_at <= %(as_of)s)"
+        " ORDER BY e.window_end DESC LIMIT %(limit)s",
+        {"version": model_version, "metric": ESTIMATED_PR_AUC_METRIC, "as_of": as_of,
+         "labelled": f"{QUALITY}.%", "limit": limit},
+    )
+    return [(row["window_start"], row["window_end"], row["value"]) for row in rows]
+
+
+def window_values(conn, model_version: str, metric: str, windows: list[tuple[date, date]],
+                  as_of: date) -> dict[tuple[date, date], float | None]:
+    """The metric's value of each of the version's `windows` that has it known by `as_of` (None: undefined there)."""
+    if not windows:
+        return {}
+    rows = fetch_dicts(
+        conn,
+        "SELECT window_start, window_end, value FROM monitoring_metrics WHERE model_version = %s AND metric = %s"
+        " AND known_at <= %s AND (window_start, window_end) IN %s",
+        (model_version, metric, as_of, tuple(tuple(window) for window in windows)),
+    )
+    return {(row["window_start"], row["window_end"]): row["value"] for row in rows}
+
+
 def latest_drift(conn, model_version: str, as_of: date) -> dict | None:
     """{'share_drifted_features', 'rows'} of the version's latest window known on `as_of`, or None."""
     rows = fetch_dicts(
