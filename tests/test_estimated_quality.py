@@ -1,14 +1,22 @@
-"""Estimated quality before labels: the expectation it claims to be, checked against labels drawn from P(KSI)."""
+"""Estimated quality before labels: the expectation it claims to be, checked against labels drawn from P(KSI),
+and its line on the dashboard."""
 
 from __future__ import annotations
 
 import itertools
+import json
+import re
+from datetime import date, timedelta
 
 import numpy as np
 import pytest
 
 from lib.modeling import evaluation
+from lib.monitoring import monitor
+from lib.monitoring.dashboard import write_dashboard
 from lib.monitoring.estimated_quality import EstimationError, estimate_quality
+from lib.store import db
+from lib.store.metrics import DRIFT, DRIFT_SHARE_METRIC, ESTIMATED, PR_AUC_METRIC, QUALITY, ROC_AUC_METRIC
 
 METRICS = ("ksi_roc_auc", "ksi_pr_auc", "ksi_precision", "ksi_recall")
 
@@ -99,3 +107,35 @@ def test_what_cannot_be_estimated_is_none_and_bad_input_is_named():
         estimate_quality([0.1, 1.2], 0.5)
     with pytest.raises(EstimationError, match="no scored collision"):
         estimate_quality([], 0.5)
+
+
+# ---------------------------------------------------------------------------------------- dashboard
+
+
+def test_the_dashboard_draws_one_line_per_metric_that_turns_solid_where_labels_landed(fresh_database, tmp_path):
+    weeks = [(date(2024, 1, 1) + timedelta(days=7 * k), date(2024, 1, 7) + timedelta(days=7 * k)) for k in range(3)]
+    estimates = [estimate_quality(np.linspace(0, 2 * share, 101), 0.3) for share in (0.2, 0.25, 0.3)]
+    with db.session(fresh_database) as conn:
+        for (start, end), estimate in zip(weeks, estimates, strict=True):
+            monitor.store_metrics(conn, start, end, "1", DRIFT, {DRIFT_SHARE_METRIC: 0.1}, end)
+            monitor.store_metrics(conn, start, end, "1", ESTIMATED, estimate.metrics(), end)
+        # The first week's labels landed: its PR-AUC came out below the estimate.
+        realised = {PR_AUC_METRIC: 0.15, ROC_AUC_METRIC: 0.5, "quality.ksi_precision": None}
+        monitor.store_metrics(conn, *weeks[0], "1", QUALITY, realised, weeks[0][1] + timedelta(days=30))
+        page = write_dashboard(conn, tmp_path).read_text()
+    match = re.search(r"<script type='application/json' data-plotly-figure='monitoring-dashboard'>(.*?)</script>", page)
+    traces = {trace["name"]: trace for trace in json.loads(match.group(1))["data"]}
+    days = [end.isoformat() for _, end in weeks]
+
+    solid, dashed = traces["KSI PR-AUC"], traces["KSI PR-AUC: estimated until the labels arrive"]
+    assert solid["x"] == days[:1] and solid["y"] == [0.15] and "dash" not in solid["line"]
+    # The dashed line starts where the solid one ends and runs through the estimates of the windows still due.
+    assert dashed["x"] == days and dashed["y"] == [0.15, estimates[1].ksi_pr_auc, estimates[2].ksi_pr_auc]
+    assert dashed["line"] == {"color": solid["line"]["color"], "dash": "dash"}
+    kept = traces["KSI PR-AUC: its estimate before the labels"]
+    assert kept["x"] == days[:1] and kept["y"] == [pytest.approx(estimates[0].ksi_pr_auc)]
+    # A realised figure the labels cannot define leaves a gap rather than the estimate in its place.
+    precision = traces["KSI precision at the alert threshold: estimated until the labels arrive"]
+    assert precision["x"] == days[1:] and precision["y"] == [estimates[1].ksi_precision, estimates[2].ksi_precision]
+    roc_auc = traces["KSI ROC-AUC: estimated until the labels arrive"]
+    assert roc_auc["line"]["color"] == traces["KSI ROC-AUC"]["line"]["color"] != solid["line"]["color"]
