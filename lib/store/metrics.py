@@ -1,8 +1,8 @@
 """The `monitoring_metrics` table: one scalar per window, model version and metric, written by 04_monitor.
 
-A metric's name is `<family>.<name>`; a family (drift, or quality once a window's labels arrive) is
-replaced as a whole when a window is recomputed. The names below are the ones the dashboard, Grafana
-and the retraining decision read.
+A metric's name is `<family>.<name>`; a family (drift and estimated quality at the window's end, quality
+once its labels arrive) is replaced as a whole when a window is recomputed. The names below are the ones
+the dashboard, Grafana and the retraining decision read.
 """
 
 from __future__ import annotations
