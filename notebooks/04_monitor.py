@@ -31,7 +31,9 @@
 #   model expected, ranked by an excess shrunk towards the model (`lib/monitoring/places.py`).
 # * **Should the model be retrained?** Yes when the mean KSI PR-AUC of the last labelled windows falls
 #   below a fraction of the champion's test score, or when too many features drifted in this window
-#   and it held enough collisions (`min_drift_rows`) for that drift not to be chance.
+#   and it held enough collisions (`min_drift_rows`) for that drift not to be chance. Before the labels,
+#   the windows' estimated quality (from P(KSI) alone) may recommend it too, provisionally: once their labels
+#   arrive the recommendation is confirmed or withdrawn.
 #
 # Every number goes to PostgreSQL (`monitoring_metrics`; the decision to `model_events`), and the
 # dashboard `REPORTS_DIR/dashboard.html` is rebuilt from those tables. Running the notebook again with
@@ -52,6 +54,7 @@ quality_fraction = 0.8  # retrain when their mean KSI PR-AUC < this x the champi
 place_windows = 13  # latest labelled windows pooled per place
 place_grid_degrees = 0.25  # grid cell size, degrees of latitude and longitude
 place_min_expected = 5.0  # places expecting fewer KSI collisions are listed, not ranked
+act_on_estimate = True  # also retrain, provisionally, on the estimated PR-AUC of the windows awaiting labels
 draw_reports = True  # False: store the metrics and the decision only, no Evidently report or dashboard
 
 # %%
@@ -67,11 +70,11 @@ from lib.data.curated import Window, read_window
 from lib.data.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES
 from lib.data.lake import open_lake
 from lib.modeling.model_run import load_model_run
-from lib.monitoring import evidently_report, monitor, places, retraining
+from lib.monitoring import estimated_quality, evidently_report, monitor, places, retraining
 from lib.monitoring.collision_map import latest_window_map
 from lib.monitoring.dashboard import CHAMPION_SERIES, mlflow_run_url, write_dashboard
 from lib.store.db import session
-from lib.store.metrics import DRIFT, QUALITY
+from lib.store.metrics import DRIFT, ESTIMATED, QUALITY
 
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 started = time.monotonic()
@@ -83,7 +86,9 @@ delay = settings.label_delay_days
 database_url = settings.database_url
 reports = settings.reports_dir
 model_name = settings.model_name
-policy = retraining.RetrainingPolicy(quality_windows, quality_fraction, drift_share_threshold, min_drift_rows)
+policy = retraining.RetrainingPolicy(
+    quality_windows, quality_fraction, drift_share_threshold, min_drift_rows, act_on_estimate
+)
 lake = open_lake(settings)
 
 
@@ -154,6 +159,24 @@ display(features[features["drifted"]] if drift.drifted_features else Markdown("N
 pd.DataFrame({"window": drift.predicted_shares, "reference": drift.reference_predicted_shares}).style.format(
     "{:.1%}"
 ).set_caption("Shares of predicted severity")
+
+# %% [markdown]
+# ## Estimated quality, before the labels
+#
+# The quality this window will show if the model is still calibrated on it: each collision's P(KSI) stands in
+# for its unknown label (`lib/monitoring/estimated_quality.py`), beside the same estimate on the reference
+# sample. Stored as `estimated.*` now; the realised `quality.*` replace it on the dashboard when the labels
+# arrive. It cannot see a change in how severity depends on the features (a reporting change, say).
+
+# %%
+threshold = window["alert_threshold"].iloc[0]
+estimate = estimated_quality.estimate_quality(window["p_ksi"], threshold)
+reference_estimate = estimated_quality.estimate_quality(reference["p_ksi"], threshold)
+with session(database_url) as conn:
+    monitor.store_metrics(conn, start, end, model_version, ESTIMATED, estimate.metrics(), end)
+pd.DataFrame({"this window": estimate.metrics(), "reference sample": reference_estimate.metrics()}).rename(
+    index=lambda name: name.removeprefix(f"{ESTIMATED}.")
+).style.format("{:.3f}", na_rep="undefined")
 
 # %% [markdown]
 # ## Quality where the labels have arrived
@@ -247,8 +270,11 @@ else:
 champion_scores = {key: model_run.metrics[key] for key in CHAMPION_SERIES if key in model_run.metrics}
 with session(database_url) as conn:
     champion_pr_auc = champion_scores.get("test_ksi_pr_auc")
-    decision = retraining.decide_from_metrics(conn, model_version, today, champion_pr_auc, policy)
+    decision = retraining.decide_from_metrics(
+        conn, model_version, today, champion_pr_auc, policy, reference_estimate.ksi_pr_auc
+    )
     retraining.record_decision(conn, decision, model_name)
+    reviews = retraining.review_provisional(conn, model_name, today)  # provisional decisions whose labels arrived
     dashboard = None
     if draw_reports:
         # The map shows the latest monitored window, which a run for an older window's labels is not.
@@ -263,9 +289,10 @@ with session(database_url) as conn:
             champion_run_url=mlflow_run_url(settings.mlflow_tracking_uri, model_run.run_id),
         )
 
+reviewed = "".join(f"{review.summary()}\n\n" for review in reviews)
 display(
     Markdown(
-        f"**{decision.summary()}**\n\n"
+        f"**{decision.summary()}**\n\n{reviewed}"
         + (f"Dashboard: [{dashboard.name}]({dashboard.resolve().as_uri()}). " if dashboard else "")
         + f"The notebook took {time.monotonic() - started:.1f} s."
     )

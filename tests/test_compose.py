@@ -32,6 +32,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from lib.config import DEFAULTS_FILE, ROOT, Settings, load_settings, read_dotenv
+from lib.monitoring.estimated_quality import estimate_quality
 from lib.monitoring.monitor import store_metrics
 from lib.monitoring.places import PlacePolicy, place_snapshot, store_snapshot
 from lib.monitoring.retraining import RetrainingPolicy
@@ -39,7 +40,7 @@ from lib.services.postgres import SUPERUSER
 from lib.services.stack import Stack, embedded_services
 from lib.store import dashboard_queries as dashboard
 from lib.store.db import session
-from lib.store.metrics import DRIFT, DRIFT_SHARE_METRIC, PR_AUC_METRIC, QUALITY, ROC_AUC_METRIC
+from lib.store.metrics import DRIFT, DRIFT_SHARE_METRIC, ESTIMATED, PR_AUC_METRIC, QUALITY, ROC_AUC_METRIC
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
@@ -704,6 +705,7 @@ def seed_monitoring_tables(conn) -> None:
             "drift.feature_score.speed_limit": 0.12,
         }
         store_metrics(conn, start, end, version, DRIFT, drift, end)
+        store_metrics(conn, start, end, version, ESTIMATED, estimate_quality([0.1, 0.3, 0.5] * 7, 0.3).metrics(), end)
         quality = {
             ROC_AUC_METRIC: 0.71,
             PR_AUC_METRIC: 0.43,

@@ -28,6 +28,7 @@ from plotly.subplots import make_subplots
 from lib.monitoring import html_packing
 from lib.monitoring.collision_map import map_figure
 from lib.monitoring.dashboard_data import DashboardData, load_dashboard_data
+from lib.monitoring.estimated_series import add_estimated_lines, realised_style
 from lib.monitoring.evidently_report import report_path
 from lib.monitoring.place_report import latest_places, places_figure, places_heading, places_tables
 from lib.monitoring.retraining import RetrainingPolicy
@@ -63,7 +64,7 @@ PANELS = (
     ("Drift per window: share of drifted features, and drift of the predictions", "share / drift score"),
     ("KSI share per window: predicted against actual (label drift)", "share of collisions"),
     ("Fatal and serious shares per window: predicted (dashed) against actual", "share of collisions"),
-    ("KSI quality per window, once its labels arrive", "score"),
+    ("KSI quality per window: estimated (dashed) until its labels arrive", "score"),
     ("Recall per severity, and KSI precision and recall at the alert threshold", "recall / precision"),
     ("Drift score of each feature per window (darker: more drift)", "feature"),
 )
@@ -217,7 +218,7 @@ def dashboard_figure(data: DashboardData, policy: RetrainingPolicy | None = None
         _series(figure, 5, metrics, f"{ACTUAL_SHARE_PREFIX}{name}", f"actual {name} share", line={"color": colour})
 
     for metric, label in QUALITY_SERIES.items():
-        _series(figure, 6, metrics, metric, label)
+        _series(figure, 6, metrics, metric, label, **realised_style(metric))
     times = [pd.to_datetime(frame["time"]) for frame in (daily, drift, metrics) if not frame.empty]
     span = pd.concat(times, ignore_index=True) if times else None
     for key, label in CHAMPION_SERIES.items():
@@ -242,7 +243,9 @@ def dashboard_figure(data: DashboardData, policy: RetrainingPolicy | None = None
         )
     for metric, label in RECALL_SERIES.items():
         colour = next((COLOURS[name] for name in COLOURS if metric.endswith(name)), None)
-        _series(figure, 7, metrics, metric, label, **({"line": {"color": colour}} if colour else {}))
+        style = {"line": {"color": colour}} if colour else realised_style(metric)
+        _series(figure, 7, metrics, metric, label, **style)
+    add_estimated_lines(figure, data.estimated_quality)
 
     features = data.feature_drift
     if not features.empty:

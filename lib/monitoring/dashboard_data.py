@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -21,6 +21,8 @@ class DashboardData:
     latest_decision: dict | None
     runner: dict | None
     champion_scores: dict[str, float]
+    # Per window and KSI metric: the estimate, the realised figure once labels arrived, and `value`, the one to draw.
+    estimated_quality: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def _frame(conn, query: str) -> pd.DataFrame:
@@ -57,4 +59,5 @@ def load_dashboard_data(conn, champion_scores: Mapping[str, float] | None = None
         latest_decision=queries.first_row(conn, queries.LATEST_DECISION_SQL),
         runner=queries.first_row(conn, queries.RUNNER_SQL),
         champion_scores=dict(champion_scores),
+        estimated_quality=_frame(conn, queries.ESTIMATED_QUALITY_SQL),
     )

@@ -8,7 +8,7 @@ called `time`, and a Grafana panel wraps a query as `SELECT * FROM (<query>) q W
 from __future__ import annotations
 
 from lib.store.db import fetch_dicts
-from lib.store.metrics import DRIFT_WINDOWS_SQL, FEATURE_SCORE_PREFIX, LATEST_WINDOW_SQL
+from lib.store.metrics import DRIFT_WINDOWS_SQL, ESTIMATED, FEATURE_SCORE_PREFIX, LATEST_WINDOW_SQL, QUALITY
 
 SCORED_PER_DAY_SQL = """
 SELECT collision_date AS time,
@@ -41,6 +41,21 @@ SELECT window_end AS time, window_start, model_version, known_at, metric, value
 FROM monitoring_metrics
 WHERE NOT starts_with(metric, 'drift.feature')
 ORDER BY window_end, model_version, metric
+"""
+
+# Each window's estimated KSI quality (known at its end) beside the realised figure once its labels have all
+# arrived: `value` is the realised one from then on (NULL where the labels cannot define it), the estimate before.
+ESTIMATED_QUALITY_SQL = f"""
+SELECT e.window_end AS time, e.window_start, e.model_version,
+       substr(e.metric, length('{ESTIMATED}.') + 1) AS metric,
+       e.value AS estimated, q.value AS realised, q.known_at AS labelled_on,
+       CASE WHEN q.metric IS NULL THEN e.value ELSE q.value END AS value
+FROM monitoring_metrics e
+LEFT JOIN monitoring_metrics q
+  ON q.window_start = e.window_start AND q.window_end = e.window_end AND q.model_version = e.model_version
+  AND q.metric = '{QUALITY}.' || substr(e.metric, length('{ESTIMATED}.') + 1)
+WHERE starts_with(e.metric, '{ESTIMATED}.ksi_')
+ORDER BY e.window_end, e.model_version, metric
 """
 
 # Each feature's drift score per window: the window x feature heatmap.

@@ -11,6 +11,9 @@ PROMOTED, NOT_PROMOTED = "promoted", "not_promoted"
 RETRAINING_RECOMMENDED, RETRAINING_NOT_NEEDED = "retraining_recommended", "retraining_not_needed"
 DECISION_EVENTS = (RETRAINING_RECOMMENDED, RETRAINING_NOT_NEEDED)
 RETRAINED = "retrained"
+# What the labels said about a recommendation the estimated quality made before they arrived.
+RETRAINING_CONFIRMED, RETRAINING_WITHDRAWN = "retraining_confirmed", "retraining_withdrawn"
+REVIEW_EVENTS = (RETRAINING_CONFIRMED, RETRAINING_WITHDRAWN)
 
 
 def record(conn, event: str, model_name: str, model_version: str | None, details: dict,
@@ -47,6 +50,21 @@ def decision_on(conn, model_name: str, day: date) -> dict | None:
         (model_name, day, DECISION_EVENTS),
     )
     return rows[0] if rows else None
+
+
+def provisional_awaiting_review(conn, model_name: str, as_of: date) -> list[dict]:
+    """{'model_version', 'simulated_date', 'details'} of the model's provisional retraining recommendations made
+    by `as_of` that no confirmation or withdrawal answers yet, oldest first."""
+    return fetch_dicts(
+        conn,
+        "SELECT d.model_version, d.simulated_date, d.details FROM model_events d"
+        " WHERE d.model_name = %(model)s AND d.event = %(recommended)s AND d.simulated_date <= %(as_of)s"
+        " AND coalesce((d.details->>'provisional')::boolean, false) AND NOT EXISTS ("
+        "  SELECT 1 FROM model_events r WHERE r.model_name = d.model_name AND r.model_version = d.model_version"
+        "  AND r.event IN %(reviews)s AND r.details->>'decided_on' = d.simulated_date::text)"
+        " ORDER BY d.simulated_date, d.id",
+        {"model": model_name, "recommended": RETRAINING_RECOMMENDED, "as_of": as_of, "reviews": REVIEW_EVENTS},
+    )
 
 
 def last_retrained(conn, model_name: str) -> date | None:

@@ -1,8 +1,8 @@
 """The `monitoring_metrics` table: one scalar per window, model version and metric, written by 04_monitor.
 
-A metric's name is `<family>.<name>`; a family (drift, or quality once a window's labels arrive) is
-replaced as a whole when a window is recomputed. The names below are the ones the dashboard, Grafana
-and the retraining decision read.
+A metric's name is `<family>.<name>`; a family (drift and estimated quality at the window's end, quality
+once its labels arrive) is replaced as a whole when a window is recomputed. The names below are the ones
+the dashboard, Grafana and the retraining decision read.
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ import psycopg2.extras
 from lib.store.db import fetch_dicts
 
 DRIFT, QUALITY = "drift", "quality"
+# The quality a window is expected to show, from its P(KSI) before its labels arrive (lib.monitoring.estimated_quality).
+ESTIMATED = "estimated"
+ESTIMATED_PR_AUC_METRIC = f"{ESTIMATED}.ksi_pr_auc"
 DRIFT_SHARE_METRIC = f"{DRIFT}.share_drifted_features"
 DRIFT_ROWS_METRIC = f"{DRIFT}.rows"
 PR_AUC_METRIC = f"{QUALITY}.ksi_pr_auc"
@@ -96,6 +99,37 @@ def recent_values(conn, model_version: str, metric: str, as_of: date, limit: int
         (model_version, metric, as_of, limit),
     )
     return [row["value"] for row in rows]
+
+
+def estimates_awaiting_labels(conn, model_version: str, as_of: date, limit: int) -> list[tuple[date, date, float]]:
+    """(start, end, estimated KSI PR-AUC) of the version's windows estimated by `as_of` whose labels had not all
+    arrived by then (no `quality.*` row known), newest first, at most `limit`."""
+    rows = fetch_dicts(
+        conn,
+        "SELECT e.window_start, e.window_end, e.value FROM monitoring_metrics e"
+        " WHERE e.model_version = %(version)s AND e.metric = %(metric)s AND e.known_at <= %(as_of)s"
+        " AND e.value IS NOT NULL AND NOT EXISTS ("
+        "  SELECT 1 FROM monitoring_metrics q WHERE q.window_start = e.window_start AND q.window_end = e.window_end"
+        "  AND q.model_version = e.model_version AND q.metric LIKE %(labelled)s AND q.known_at <= %(as_of)s)"
+        " ORDER BY e.window_end DESC LIMIT %(limit)s",
+        {"version": model_version, "metric": ESTIMATED_PR_AUC_METRIC, "as_of": as_of,
+         "labelled": f"{QUALITY}.%", "limit": limit},
+    )
+    return [(row["window_start"], row["window_end"], row["value"]) for row in rows]
+
+
+def window_values(conn, model_version: str, metric: str, windows: list[tuple[date, date]],
+                  as_of: date) -> dict[tuple[date, date], float | None]:
+    """The metric's value of each of the version's `windows` that has it known by `as_of` (None: undefined there)."""
+    if not windows:
+        return {}
+    rows = fetch_dicts(
+        conn,
+        "SELECT window_start, window_end, value FROM monitoring_metrics WHERE model_version = %s AND metric = %s"
+        " AND known_at <= %s AND (window_start, window_end) IN %s",
+        (model_version, metric, as_of, tuple(tuple(window) for window in windows)),
+    )
+    return {(row["window_start"], row["window_end"]): row["value"] for row in rows}
 
 
 def latest_drift(conn, model_version: str, as_of: date) -> dict | None:
