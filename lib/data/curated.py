@@ -113,7 +113,7 @@ _ARROW_OF_DTYPE = {"string": pa.string(), "datetime64[ns]": pa.timestamp("ns"), 
 ARROW_TYPES = {name: _ARROW_OF_DTYPE[dtype] for name, dtype in CURATED_DTYPES.items()}
 _PANDAS_TYPE = {pa.string(): "unicode", pa.timestamp("ns"): "datetime"}  # pyarrow's names in pandas metadata
 # The metadata pyarrow writes for a DataFrame with CURATED_DTYPES (`to_pandas` reads it back), written here
-# so that building and writing the table needs no pandas; tests/test_features.py compares the two.
+# so that ingestion writes the table without a DataFrame; tests/test_features.py compares the two.
 PANDAS_METADATA = {
     "index_columns": [], "column_indexes": [], "attributes": {},
     "columns": [{"name": name, "field_name": name, "pandas_type": _PANDAS_TYPE.get(ARROW_TYPES[name], dtype.lower()),

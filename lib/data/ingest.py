@@ -7,8 +7,8 @@ again when the lake holds the same bytes. A file that holds every year (`...-197
 year.csv`) is stored once under `raw/stats19/<table>/all-years/`. Nothing is written for a year
 whose files fail validation, so committed partitions stay as they were.
 
-From the CSV to the parquet file a year stays in Arrow and numpy (`lib.data.tables`): this module
-imports neither pandas nor, for a file:// source and lake, the HTTP and S3 clients.
+From the CSV to the parquet file a year stays in Arrow and numpy (`lib.data.tables`), and a file://
+source and lake import neither the HTTP nor the S3 client.
 """
 
 from __future__ import annotations

@@ -2,10 +2,11 @@
 
 `lib.data.stats19` reads a file into a `RawTable`, `lib.data.validate` checks and repairs three of them
 and `lib.data.curated` builds the curated table from them, all in Arrow and numpy: ingestion
-(`lib.data.ingest`) goes from the CSV to the parquet file without pandas, whose import alone takes
-about as long as reading a national year (BENCHMARKS.md, "Ingestion"). Notebooks, tests and
-`lib.data.synth` hold DataFrames: `to_frame` and `from_frame` convert, keeping the file, table and
-column lists in `DataFrame.attrs`.
+(`lib.data.ingest`) goes from the CSV to the parquet file without building a DataFrame, which saved
+a copy of every table and a fifth of the peak memory (BENCHMARKS.md, "Ingestion"). pyarrow itself
+still imports pandas when it is installed, the first time it converts a Python or numpy value.
+Notebooks, tests and `lib.data.synth` hold DataFrames: `to_frame` and `from_frame` convert, keeping the
+file, table and column lists in `DataFrame.attrs`.
 """
 
 from __future__ import annotations
