@@ -10,7 +10,8 @@ exit (interpreter, imports and work), and the two kinds alternate so that both s
              (`--no-combined` skips it), streamed and filtered to that year.
 Medians of `--repeat` runs are reported (wall, CPU = user + system of the process, peak RSS), with
 the load average before and after. `--breakdown` adds where the committed run's time goes: the
-process start and imports, then each stage of `ingest_year` (from cProfile, one more run).
+process start and imports, then each stage of `ingest_year` (from cProfile, one more run), and when
+pyarrow imported pandas (it does so itself, the first time it converts a Python or numpy value).
 
 Usage: python scripts/bench/ingest.py [--collisions N] [--repeat 5] [--breakdown] [--no-combined]
 """
@@ -32,10 +33,10 @@ COMBINED_YEARS = 10
 TABLES = ("collision", "vehicle", "casualty")
 # ingest_year's stages, by the function that does each (all in lib/data)
 STAGES = {
-    "checksums (download.fetch_year)": "fetch_year",
-    "reading the CSVs (stats19.read_table)": "read_table",
-    "validation (validate.validate_year)": "validate_year",
-    "curation (curated.build_curated)": "build_curated",
+    "checksums (download.sha256_file)": "sha256_file",
+    "reading the CSVs (stats19.read_raw)": "read_raw",
+    "validation (validate.validate_tables)": "validate_tables",
+    "curation (curated.curated_table)": "curated_table",
     "raw copies (ingest.store_raw)": "store_raw",
     "parquet and manifest (lake.write_partition)": "write_partition",
 }
@@ -77,6 +78,10 @@ def measure(kind: str, folder: Path, collisions: int) -> dict:
     import cProfile
     import pstats
 
+    pandas_began = time.perf_counter()
+    import pandas  # noqa: F401 (pyarrow imports it on its first conversion of a Python or numpy value)
+
+    pandas_seconds = time.perf_counter() - pandas_began
     profile = cProfile.Profile()
     rows = profile.runcall(ingest)
     seconds = {label: 0.0 for label in STAGES}
@@ -84,7 +89,7 @@ def measure(kind: str, folder: Path, collisions: int) -> dict:
         for label, name in STAGES.items():
             if function == name and f"lib{os.sep}data" in file:
                 seconds[label] += cumulative
-    return {"kind": kind, "rows": rows, "import_cpu": imported_cpu, "stages": seconds,
+    return {"kind": kind, "rows": rows, "import_cpu": imported_cpu, "stages": seconds, "pandas": pandas_seconds,
             "work_seconds": time.perf_counter() - imported_at}
 
 
@@ -155,6 +160,7 @@ def main() -> None:
     if breakdown:
         print(f"breakdown of one more committed run ({breakdown['seconds']:.2f} s wall, under cProfile):")
         print(f"  {'interpreter start and imports (CPU)':45} {breakdown['import_cpu']:.2f} s")
+        print(f"  {'pandas, which pyarrow imports itself':45} {breakdown['pandas']:.2f} s")
         for label, seconds in breakdown["stages"].items():
             print(f"  {label:45} {seconds:.2f} s")
     if args.combined:
