@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from lib.data.codes import LABELS
-from lib.data.curated import build_curated
+from lib.data.curated import CURATED_SCHEMA, build_curated
 from lib.data.features import (
     CATEGORICAL_FEATURES,
     CONTEXT_COLUMNS,
@@ -157,6 +160,16 @@ def test_curated_dtypes_survive_parquet_and_suit_the_model(tmp_path, synthetic):
     model = HistGradientBoostingClassifier(categorical_features=CATEGORICAL_FEATURES, max_iter=20)
     model.fit(curated[FEATURE_COLUMNS], curated["ksi"])
     assert model.predict_proba(curated[FEATURE_COLUMNS]).shape == (len(curated), 2)
+
+
+def test_the_curated_schema_carries_the_metadata_pyarrow_writes_for_a_dataframe():
+    """Ingestion writes the curated table from Arrow; pandas reads CURATED_DTYPES back only through this metadata."""
+    empty = pd.DataFrame({column: pd.Series([], dtype=dtype) for column, dtype in CURATED_DTYPES.items()})
+    written_by_pandas = pa.Schema.from_pandas(empty[CURATED_COLUMNS], preserve_index=False)
+    expected = json.loads(written_by_pandas.metadata[b"pandas"])
+    expected.pop("pandas_version")
+    assert json.loads(CURATED_SCHEMA.metadata[b"pandas"]) == expected
+    assert CURATED_SCHEMA.remove_metadata() == written_by_pandas.remove_metadata()
 
 
 def test_vehicle_and_casualty_aggregates_count_the_child_rows(tmp_path, synthetic):

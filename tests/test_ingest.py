@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import functools
 import http.server
+import json
 import os
 import shutil
+import subprocess
+import sys
 import threading
 from dataclasses import replace
 
 import pytest
+from pandas import testing as pd_testing
 
 from lib.config import load_settings
-from lib.data.curated import CURATED
+from lib.data.curated import CURATED, build_curated
 from lib.data.download import YearNotPublished
 from lib.data.ingest import ingest_year
 from lib.data.lake import LakeError, open_lake
+from lib.data.stats19 import load_year
 from lib.data.validate import ValidationError
 from lib.runner.executor import execute
 
@@ -50,6 +55,29 @@ def assert_mirror_counts(lake):
         counts = curated["collision_severity"].value_counts()
         assert (counts.get(1, 0), counts.get(2, 0), counts.get(3, 0)) == (fatal, serious, slight), year
         assert curated["collision_index"].is_unique
+
+
+INGEST_ALONE = """
+import json, sys
+from pathlib import Path
+from lib.config import load_settings
+from lib.data.ingest import ingest_year
+from lib.data.lake import open_lake
+lake = open_lake(load_settings(), sys.argv[2])
+ingest_year(lake, sys.argv[1], 2017, Path(sys.argv[3]), progress=False)
+print(json.dumps(sorted(m for m in ("requests", "minio", "tqdm") if m in sys.modules)))
+"""
+
+
+def test_a_file_year_needs_no_http_or_s3_client_and_reads_back_as_build_curated_makes_it(mirror, tmp_path):
+    # issue #17: importing the clients took 0.25 s of a national year's ingest
+    lake_uri = f"file://{tmp_path}/lake"
+    command = [sys.executable, "-c", INGEST_ALONE, mirror.as_uri(), lake_uri, str(tmp_path / "cache")]
+    loaded = subprocess.run(command, check=True, capture_output=True, text=True, env=os.environ).stdout
+    assert json.loads(loaded.strip().splitlines()[-1]) == []
+    committed = open_lake(load_settings(), lake_uri).read_partition(CURATED, 2017)
+    year = load_year(mirror.as_uri(), 2017, tmp_path / "cache", progress=False)
+    pd_testing.assert_frame_equal(committed, build_curated(year.collisions, year.vehicles, year.casualties))
 
 
 def test_mirror_over_file_urls_into_the_s3_lake(mirror, s3_lake, tmp_path):

@@ -33,14 +33,15 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 from urllib.request import url2pathname
 
-import requests
-from tqdm import tqdm
-
 from lib.data.schema import TABLES
 from lib.errors import NeedsAction
+
+if TYPE_CHECKING:
+    import requests
 
 logger = logging.getLogger(__name__)
 
@@ -185,6 +186,8 @@ class _Transient(Exception):
 
 
 def _download_http(url: str, dest: Path, progress: bool, retries: int, backoff: float, timeout: float) -> Path:
+    import requests  # here, not at the top: reading a file:// source (an ingest's usual case) never needs it
+
     meta_path = dest.with_name(dest.name + ".meta.json")
     # identity: the bytes on disk must be the published bytes, not a re-encoded transfer
     headers = {"Accept-Encoding": "identity"}
@@ -237,6 +240,9 @@ def _name_not_resolved(error: BaseException) -> bool:
 
 def _get(url: str, dest: Path, part: Path, meta_path: Path, headers: dict, progress: bool, timeout: float) -> Path:
     """One GET: 304 keeps the cached copy, 200 streams to `part` and renames it when complete."""
+    import requests
+    from tqdm import tqdm
+
     with requests.get(url, stream=True, headers=headers, timeout=timeout) as response:
         if response.status_code == 304:
             logger.info("%s is unchanged since the cached download; using %s.", url, dest)

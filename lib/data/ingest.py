@@ -6,6 +6,9 @@ are stored as downloaded under `raw/stats19/<table>/year=YYYY/<published name>`,
 again when the lake holds the same bytes. A file that holds every year (`...-1979-latest-published-
 year.csv`) is stored once under `raw/stats19/<table>/all-years/`. Nothing is written for a year
 whose files fail validation, so committed partitions stay as they were.
+
+From the CSV to the parquet file a year stays in Arrow and numpy (`lib.data.tables`), and a file://
+source and lake import neither the HTTP nor the S3 client.
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from lib.data import download, stats19
-from lib.data.curated import CURATED, CURATION_VERSION, build_curated
+from lib.data.curated import CURATED, CURATION_VERSION, curated_table
 from lib.data.lake import Lake, NoSuchObject
 from lib.data.validate import Finding
 
@@ -55,9 +59,10 @@ def store_raw(lake: Lake, source: download.Source) -> bool:
     return True
 
 
-def severity_counts(curated: pd.DataFrame) -> dict[int, int]:
-    counts = curated["collision_severity"].value_counts()
-    return {int(code): int(counts.get(code, 0)) for code in (1, 2, 3)}
+def severity_counts(curated: pa.Table) -> dict[int, int]:
+    counts = pc.value_counts(curated["collision_severity"]).to_pylist()
+    found = {int(count["values"]): count["counts"] for count in counts}
+    return {code: found.get(code, 0) for code in (1, 2, 3)}
 
 
 def ingest_year(lake: Lake, base_url: str, year: int, cache_dir: Path, *, force: bool = False,
@@ -75,7 +80,7 @@ def ingest_year(lake: Lake, base_url: str, year: int, cache_dir: Path, *, force:
                           seconds=time.perf_counter() - began)
 
     data = stats19.read_year(year, sources, base_url)
-    curated = build_curated(data.collisions, data.vehicles, data.casualties)
+    curated = curated_table(data.raw["collision"], data.raw["vehicle"], data.raw["casualty"], data.links)
     counts = severity_counts(curated)
     written = [raw_key(s) for s in sources.values() if store_raw(lake, s)]
     lake.write_partition(
@@ -87,6 +92,6 @@ def ingest_year(lake: Lake, base_url: str, year: int, cache_dir: Path, *, force:
         findings=sum(f.count for f in data.findings),
     )
     log.info("Year %d: %s collisions curated (%s fatal, %s serious, %s slight) with %d validation findings.",
-             year, f"{len(curated):,}", *(f"{counts[c]:,}" for c in (1, 2, 3)), len(data.findings))
-    return YearResult(year, "ingested", len(curated), counts, data.findings, written,
+             year, f"{curated.num_rows:,}", *(f"{counts[c]:,}" for c in (1, 2, 3)), len(data.findings))
+    return YearResult(year, "ingested", curated.num_rows, counts, data.findings, written,
                       time.perf_counter() - began)

@@ -21,17 +21,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-import urllib3
-from minio import Minio
-from minio.error import S3Error
 
 from lib.config import Settings
 from lib.errors import NeedsAction
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from minio import Minio
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,11 @@ class NoSuchObject(LakeError):
 
 def s3_client(settings: Settings, timeout: float = 30, retries: int = 1) -> Minio:
     """A minio client for S3_ENDPOINT_URL that fails fast instead of retrying for minutes."""
+    # minio and urllib3 are imported by the first s3:// lake, not by every import of this module: they
+    # take a quarter of a second, and a file:// lake never needs them.
+    import urllib3
+    from minio import Minio
+
     endpoint = urlparse(settings.s3_endpoint_url)
     http = urllib3.PoolManager(
         timeout=urllib3.Timeout(connect=min(timeout, 5), read=timeout),
@@ -105,6 +111,9 @@ class Lake:
 
     def _s3(self, action: str, key: str, call):
         """Run one S3 call and turn failures into a LakeError that says what to check."""
+        import urllib3  # loaded already by s3_client
+        from minio.error import S3Error
+
         try:
             return call()
         except S3Error as error:
@@ -173,6 +182,8 @@ class Lake:
         try:
             return self._s3("read", key, read)
         except LakeError as error:
+            from minio.error import S3Error
+
             if isinstance(error.__cause__, S3Error) and error.__cause__.code == "NoSuchKey":
                 raise NoSuchObject(f"{self.uri}: no object {key!r}") from None
             raise
@@ -214,7 +225,7 @@ class Lake:
 
     def write_partition(self, dataset: str, year: int, table: pd.DataFrame | pa.Table, **metadata) -> dict:
         """Commit one partition: data under a fresh name, then the manifest, then drop old files."""
-        if isinstance(table, pd.DataFrame):
+        if not isinstance(table, pa.Table):  # a DataFrame
             table = pa.Table.from_pandas(table, preserve_index=False)
         prefix = self.partition_prefix(dataset, year)
         data_name = f"part-{uuid.uuid4().hex[:12]}.parquet"
@@ -263,6 +274,8 @@ class Lake:
     def read_dataset(self, dataset: str, years: Iterable[int] | None = None,
                      columns: list[str] | None = None) -> pd.DataFrame:
         """Concatenate committed partitions (all, or the given years that exist)."""
+        import pandas as pd  # here: ingestion, which only writes, never needs pandas
+
         wanted = None if years is None else set(years)
         frames = [self.read_partition(dataset, p.year, columns) for p in self.partitions(dataset)
                   if wanted is None or p.year in wanted]

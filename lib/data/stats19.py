@@ -3,11 +3,12 @@
 `read_table` maps the header of any era to the canonical names (`lib.data.schema.canonical_columns`,
 historic codes under plain names moving to their `*_historic` twins): a UTF-8 BOM is skipped, index
 and reference columns stay text (leading zeros and letters kept), codes become int32 (blank -> -1),
-coordinates float64, `date` (DD/MM/YYYY) datetime64, `time` stays text (HH:MM, or missing). A 2024
+coordinates float64, `date` (DD/MM/YYYY) a timestamp, `time` stays text (HH:MM, or missing). A 2024
 column whose file holds only its historic twin is then absent (-1). Absent optional columns are filled
-as missing and columns outside the schema are dropped; both are listed in `DataFrame.attrs` for
-`lib.data.validate` to report. Each row keeps its `source_line` (the header is line 1) so that later
-errors can point at it.
+as missing and columns outside the schema are dropped; both are listed (`lib.data.tables.RawTable`, or
+`DataFrame.attrs`) for `lib.data.validate` to report. Each row keeps its `source_line` (the header is
+line 1) so that later errors can point at it. `read_raw` returns the Arrow columns, `read_table` a
+DataFrame.
 
 Problems found while reading are fatal (`lib.data.validate.ValidationError`, naming file, line, column and
 value): a missing required column, a ragged row or truncated file (one that does not end with a line
@@ -16,33 +17,37 @@ break looks complete; the count checks in `lib.data.validate` then report the mi
 across rows and tables live in `lib.data.validate`.
 
 `read_year` reads and validates a year's three files (`lib.data.download.fetch_year` finds them);
-`load_year` does both.
+`load_year` does both. Neither imports pandas unless a DataFrame is asked for (`YearData.collisions`, ...).
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import logging
 import os
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from lib.data.download import Source, YearNotPublished, fetch_year
 from lib.data.schema import DATE, FLOAT, HISTORIC_TWINS, INT, REQUIRED, SCHEMA, TEXT, TIME, canonical_columns
-from lib.data.validate import Finding, ValidationError, validate_year
+from lib.data.tables import RawTable, to_frame
+from lib.data.validate import Finding, Links, ValidationError, find_links, validate_tables
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
 NULL_VALUES = ["", "NULL", "null", "NA", "N/A"]
 DEFAULT_BLOCK_SIZE = 16 << 20
-
 
 
 @dataclass
@@ -92,23 +97,33 @@ def read_table(
     file: str | None = None,
     block_size: int = DEFAULT_BLOCK_SIZE,
 ) -> pd.DataFrame:
-    """Read a published file of any era into canonical columns, keeping only `years` if given.
+    """`read_raw` as a DataFrame, whose `attrs` hold `source_file`, `table`, `absent_columns` (filled as
+    missing) and `dropped_columns` (not in the schema)."""
+    return to_frame(read_raw(path, table, years, file=file, block_size=block_size))
+
+
+def read_raw(
+    path: Path,
+    table: str,
+    years: int | Collection[int] | None = None,
+    *,
+    file: str | None = None,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+) -> RawTable:
+    """Read a published file of any era into canonical Arrow columns, keeping only `years` if given.
 
     Without `years` the whole file is parsed at once (in parallel). With `years` it is read as a
     stream of `block_size` batches filtered one by one, so a multi-year file costs memory only for the
-    rows kept. `file` names the file in errors (default: the file name). The result's `attrs` hold
-    `source_file`, `table`, `absent_columns` (filled as missing) and `dropped_columns` (not in the schema).
+    rows kept. `file` names the file in errors (default: the file name).
     """
     path = Path(path)
     file = file or path.name
     _check_complete(path, file)
     plan = _plan(read_header(path), table, file)
     wanted = None if years is None else ({years} if isinstance(years, int) else set(years))
-    arrow = _read_arrow(path, plan, wanted, block_size)
-    frame = _to_frame(arrow, plan, table)
-    frame.attrs.update(source_file=file, table=table, absent_columns=plan.absent, dropped_columns=plan.dropped)
-    logger.info("Read %s rows of the %s table from %s.", f"{len(frame):,}", table, file)
-    return frame
+    rows = _canonical(_read_arrow(path, plan, wanted, block_size), plan, table)
+    logger.info("Read %s rows of the %s table from %s.", f"{rows.num_rows:,}", table, file)
+    return RawTable(rows, file, table, plan.absent, plan.dropped)
 
 
 def _check_complete(path: Path, file: str) -> None:
@@ -154,7 +169,10 @@ def _read_arrow(path: Path, plan: _Plan, years: set[int] | None, block_size: int
 
 def _read_arrow_as(path: Path, plan: _Plan, years: set[int] | None, block_size: int, integer: pa.DataType):
     column_names = [name or f"_dropped_{position}" for position, name in enumerate(plan.names)]
-    read_options = pacsv.ReadOptions(column_names=column_names, skip_rows=1, block_size=block_size)
+    # A whole file is read in pyarrow's default 1 MB blocks, which both cores parse at once (16 MB blocks
+    # left a single-year file in one or two blocks, parsed on one core); a stream uses `block_size`.
+    read_options = pacsv.ReadOptions(column_names=column_names, skip_rows=1,
+                                     **({} if years is None else {"block_size": block_size}))
     convert_options = pacsv.ConvertOptions(
         column_types=_arrow_types(plan, integer),
         include_columns=list(plan.kinds),
@@ -218,25 +236,18 @@ def _diagnose(path: Path, plan: _Plan) -> None:
                     raise ValidationError(plan.file, line_number, column, value, "is not a number") from None
 
 
-def _to_frame(arrow: pa.Table, plan: _Plan, table: str) -> pd.DataFrame:
+def _canonical(arrow: pa.Table, plan: _Plan, table: str) -> pa.Table:
     lines = arrow.column("source_line")
-    columns, names = [], []
+    columns = {}
     for name, kind in SCHEMA[table].items():
         if name in plan.kinds:
-            columns.append(_convert(arrow.column(name), kind, name, lines, plan))
-        else:  # absent in this era; legacy files' year and reference are derived from the index below
-            columns.append(_missing(kind, arrow.num_rows))
-        names.append(name)
-    converted = pa.table([*columns, lines], names=[*names, "source_line"])
-    # pyarrow builds pandas' 2-D blocks itself (fast), and they are writable copies, not views of Arrow memory
-    frame = converted.to_pandas(types_mapper=_pandas_type)
-    if "collision_year" not in plan.kinds:
-        _derive_identity(frame, plan)
-    return frame
-
-
-def _pandas_type(arrow_type: pa.DataType):
-    return pd.StringDtype("pyarrow") if arrow_type == pa.string() else None
+            columns[name] = _convert(arrow.column(name), kind, name, lines, plan)
+        else:  # absent in this era
+            columns[name] = _missing(kind, arrow.num_rows)
+    if "collision_year" not in plan.kinds:  # legacy files
+        year, reference = _derive_identity(columns["collision_index"], lines, plan)
+        columns["collision_year"], columns["collision_ref_no"] = year, reference
+    return pa.table([*columns.values(), lines], names=[*columns, "source_line"])
 
 
 def _fail_at(plan: _Plan, column: pa.ChunkedArray, bad: pa.ChunkedArray, lines, name: str, problem: str):
@@ -248,7 +259,8 @@ def _convert(column: pa.ChunkedArray, kind: str, name: str, lines: pa.ChunkedArr
     if kind in (FLOAT, TEXT, TIME):
         return column
     if kind == INT and column.type == pa.int32():
-        return pc.fill_null(column, -1)
+        # DfT writes -1 for missing codes, so most columns have no blanks: no new buffer for those
+        return pc.fill_null(column, -1) if column.null_count else column
     if kind == INT:
         bad = pc.or_(pc.not_equal(pc.floor(column), column), pc.greater_equal(pc.abs(column), 2.0**31))
         bad = pc.fill_null(bad, False)
@@ -275,18 +287,13 @@ def _missing(kind: str, rows: int) -> pa.Array:
     return pa.nulls(rows, pa.timestamp("ns") if kind == DATE else pa.string())
 
 
-def _derive_identity(frame: pd.DataFrame, plan: _Plan) -> None:
+def _derive_identity(index: pa.ChunkedArray, lines: pa.ChunkedArray, plan: _Plan):
     """Legacy files have no year or reference column: the index is the year then the reference."""
-    index = frame["collision_index"]
-    year = pd.to_numeric(index.str.slice(0, 4), errors="coerce")
-    if year.isna().any():
-        first = int(np.argmax(year.isna().to_numpy()))
-        raise ValidationError(
-            plan.file, int(frame["source_line"].iat[first]), "collision_index", index.iat[first],
-            "does not start with a four-digit year",
-        )  # fmt: skip
-    frame["collision_year"] = year.to_numpy(dtype=np.int32)
-    frame["collision_ref_no"] = index.str.slice(4)
+    year = pc.utf8_slice_codeunits(index, 0, 4)
+    bad = pc.invert(pc.fill_null(pc.match_substring_regex(year, r"^\d{4}$"), False))
+    if pc.any(bad).as_py():
+        _fail_at(plan, index, bad, lines, "collision_index", "does not start with a four-digit year")
+    return pc.cast(year, pa.int32()), pc.utf8_slice_codeunits(index, 4)
 
 
 # --- one year, all three tables -------------------------------------------------------------------------------
@@ -294,14 +301,29 @@ def _derive_identity(frame: pd.DataFrame, plan: _Plan) -> None:
 
 @dataclass
 class YearData:
-    """A year's three tables in canonical columns, where they came from, and what validation found."""
+    """A year's three tables in canonical columns, where they came from, and what validation found.
+
+    `raw` holds the Arrow tables by table name; `collisions`, `vehicles` and `casualties` are their
+    DataFrames, made when first asked for.
+    """
 
     year: int
     sources: dict[str, Source]
-    collisions: pd.DataFrame
-    vehicles: pd.DataFrame
-    casualties: pd.DataFrame
+    raw: dict[str, RawTable]
+    links: Links
     findings: list[Finding]
+
+    @functools.cached_property
+    def collisions(self) -> pd.DataFrame:
+        return to_frame(self.raw["collision"])
+
+    @functools.cached_property
+    def vehicles(self) -> pd.DataFrame:
+        return to_frame(self.raw["vehicle"])
+
+    @functools.cached_property
+    def casualties(self) -> pd.DataFrame:
+        return to_frame(self.raw["casualty"])
 
 
 def read_year(year: int, sources: dict[str, Source], base_url: str = "") -> YearData:
@@ -312,14 +334,15 @@ def read_year(year: int, sources: dict[str, Source], base_url: str = "") -> Year
     that a multi-year file does not hold.
     """
     tables = {
-        table: read_table(source.path, table, year if source.combined else None, file=source.name)
+        table: read_raw(source.path, table, year if source.combined else None, file=source.name)
         for table, source in sources.items()
     }
-    if tables["collision"].empty:
+    if not len(tables["collision"]):
         where = base_url or sources["collision"].url
         raise YearNotPublished(f"year {year} is not published at {where}: {sources['collision'].url} has no rows")
-    findings = validate_year(year, tables["collision"], tables["vehicle"], tables["casualty"])
-    return YearData(year, sources, tables["collision"], tables["vehicle"], tables["casualty"], findings)
+    links = find_links(tables["collision"], tables["vehicle"], tables["casualty"])
+    findings = validate_tables(year, tables["collision"], tables["vehicle"], tables["casualty"], links)
+    return YearData(year, sources, tables, links, findings)
 
 
 def load_year(base_url: str, year: int, cache_dir: Path, *, progress: bool = True) -> YearData:

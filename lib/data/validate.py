@@ -20,21 +20,27 @@ stated in `action` and the year is kept:
   does not start with its year;
 * columns the file's era does not have (filled as missing) and columns outside the schema (dropped).
 
-`validate_year` repairs the frames in place and returns the findings; `findings_frame` turns them
-into a table a notebook can display.
+`validate_tables` checks the Arrow tables `lib.data.stats19` reads (`lib.data.tables.RawTable`), swapping
+in repaired columns, and returns the findings; `validate_year` does the same for DataFrames, repairing
+them in place; `findings_frame` turns the findings into a table a notebook can display.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from lib.data.codes import LABELS, MISSING, dft_day_of_week
+from lib.data.schema import TABLES
+from lib.data.tables import RawTable, from_frame
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -78,25 +84,54 @@ class Finding:
 
 def findings_frame(findings: list[Finding]) -> pd.DataFrame:
     """The findings as a table for notebooks and reports."""
+    import pandas as pd
+
     columns = list(Finding.__dataclass_fields__)
     return pd.DataFrame([asdict(finding) for finding in findings], columns=columns)
+
+
+@dataclass(frozen=True)
+class Links:
+    """Each vehicle's and each casualty's row in the collision table (-1 where it has none)."""
+
+    vehicle_rows: np.ndarray
+    casualty_rows: np.ndarray
+
+
+def find_links(collisions: RawTable, vehicles: RawTable, casualties: RawTable) -> Links:
+    """Found once per year: validation checks them, curation aggregates along them."""
+    index = collisions["collision_index"]
+    return Links(positions(vehicles["collision_index"], index), positions(casualties["collision_index"], index))
 
 
 def validate_year(
     year: int, collisions: pd.DataFrame, vehicles: pd.DataFrame, casualties: pd.DataFrame
 ) -> list[Finding]:
+    """`validate_tables` for DataFrames: the repairs are made in the frames passed in, so they are the
+    ones to curate afterwards."""
+    frames = (collisions, vehicles, casualties)
+    tables = [from_frame(frame, table) for frame, table in zip(frames, TABLES, strict=True)]
+    findings = validate_tables(year, *tables)
+    for frame, table in zip(frames, tables, strict=True):
+        for column in table.repaired:
+            frame[column] = table[column].to_pandas().astype(frame[column].dtype).array
+    return findings
+
+
+def validate_tables(year: int, collisions: RawTable, vehicles: RawTable, casualties: RawTable,
+                    links: Links | None = None) -> list[Finding]:
     """Check one year's tables; raise `ValidationError` on a fatal problem, repair and report the rest.
 
-    Repairs happen in place (unknown codes -> -1, malformed times -> missing), so the frames passed in
-    are the ones to curate afterwards.
+    Repaired columns (unknown codes -> -1, malformed times -> missing) replace the tables' own, so the
+    tables passed in are the ones to curate afterwards. `links` (`find_links`) is found if not given.
     """
     findings: list[Finding] = []
-    for frame in (collisions, vehicles, casualties):
-        findings += _schema_findings(frame)
-        _check_keys(frame, year)
-        findings += _check_codes(frame)
+    for table in (collisions, vehicles, casualties):
+        findings += _schema_findings(table)
+        _check_keys(table, year)
+        findings += _check_codes(table)
     findings += _check_collision_fields(collisions)
-    findings += _check_links(collisions, vehicles, casualties)
+    findings += _check_links(collisions, vehicles, casualties, links or find_links(collisions, vehicles, casualties))
     for finding in findings:
         logger.info(
             "%s: %s%s: %s (e.g. %s); %s.", finding.file, finding.check,
@@ -105,151 +140,157 @@ def validate_year(
     return findings
 
 
-def _file(frame: pd.DataFrame) -> str:
-    return frame.attrs.get("source_file", frame.attrs.get("table", "?"))
-
-
-def _finding(frame, check, column, mask_or_count, examples, action, limit: int | None = EXAMPLES) -> Finding:
+def _finding(table: RawTable, check, column, mask_or_count, examples, action, limit: int | None = EXAMPLES) -> Finding:
     count = int(np.count_nonzero(mask_or_count)) if isinstance(mask_or_count, np.ndarray) else mask_or_count
     shown = ", ".join(str(example) for example in list(examples)[:limit])
-    return Finding(_file(frame), frame.attrs.get("table", "?"), check, column, count, shown, action)
+    return Finding(table.file, table.table, check, column, count, shown, action)
 
 
-def _fail(frame: pd.DataFrame, mask: np.ndarray, column: str, problem: str) -> None:
+def _fail(table: RawTable, mask: np.ndarray, column: str, problem: str) -> None:
     first = int(np.argmax(mask))
-    value = frame[column].iloc[first]
-    line = int(frame["source_line"].iloc[first]) if "source_line" in frame else None
-    raise ValidationError(_file(frame), line, column, value.item() if hasattr(value, "item") else value, problem)
+    value = table[column][first].as_py()
+    line = table["source_line"][first].as_py() if "source_line" in table else None
+    raise ValidationError(table.file, line, column, value, problem)
 
 
-def _schema_findings(frame: pd.DataFrame) -> list[Finding]:
+def _schema_findings(table: RawTable) -> list[Finding]:
     findings = []
-    absent = frame.attrs.get("absent_columns") or []
-    dropped = frame.attrs.get("dropped_columns") or []
-    if absent:
-        findings.append(
-            _finding(frame, "columns absent in this era", None, len(absent), absent, "filled as missing", None)
-        )
-    if dropped:
-        findings.append(_finding(frame, "columns outside the schema", None, len(dropped), dropped, "dropped", None))
+    if table.absent_columns:
+        findings.append(_finding(table, "columns absent in this era", None, len(table.absent_columns),
+                                 table.absent_columns, "filled as missing", None))  # fmt: skip
+    if table.dropped_columns:
+        findings.append(_finding(table, "columns outside the schema", None, len(table.dropped_columns),
+                                 table.dropped_columns, "dropped", None))  # fmt: skip
     return findings
 
 
-def _check_keys(frame: pd.DataFrame, year: int) -> None:
-    index = frame["collision_index"]
-    empty = (index.isna() | (index.str.strip() == "")).to_numpy(dtype=bool, na_value=True)
+def _check_keys(table: RawTable, year: int) -> None:
+    empty = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(table["collision_index"]), ""), True)
+    empty = empty.to_numpy()
     if empty.any():
-        _fail(frame, empty, "collision_index", "is empty")
-    other_year = frame["collision_year"].to_numpy() != year
+        _fail(table, empty, "collision_index", "is empty")
+    other_year = table["collision_year"].to_numpy() != year
     if other_year.any():
-        _fail(frame, other_year, "collision_year", f"is not {year}, the year being read")
-    for reference in REFERENCES[frame.attrs.get("table", "collision")]:
-        below_one = frame[reference].to_numpy() < 1
+        _fail(table, other_year, "collision_year", f"is not {year}, the year being read")
+    for reference in REFERENCES[table.table]:
+        below_one = table[reference].to_numpy() < 1
         if below_one.any():
-            _fail(frame, below_one, reference, "is not a reference number (1 or more)")
+            _fail(table, below_one, reference, "is not a reference number (1 or more)")
 
 
 def is_code(values: np.ndarray, codes) -> np.ndarray:
-    """Vectorised `value in codes` for small integer code lists (a lookup table, not a sort)."""
+    """Vectorised `value in codes` for small integer code lists (a lookup table, not a sort).
+
+    The table has a False slot at each end, and `take` clips every value outside the codes' range onto
+    one of them: one subtraction and one gather per value.
+    """
     codes = np.asarray(list(codes))
-    low, high = codes.min(), codes.max()
-    table = np.zeros(high - low + 1, dtype=bool)
-    table[codes - low] = True
-    inside = (values >= low) & (values <= high)
-    return inside & table[np.where(inside, values - low, 0)]
+    low, high = int(codes.min()), int(codes.max())
+    table = np.zeros(high - low + 3, dtype=bool)
+    table[codes - low + 1] = True
+    # Values near the int32 limits wrap around in the subtraction, and still land outside the table.
+    return np.take(table, values - (low - 1), mode="clip")
 
 
-def _check_codes(frame: pd.DataFrame) -> list[Finding]:
+def _check_codes(table: RawTable) -> list[Finding]:
     findings = []
-    for column in frame.columns:
+    for column in table.columns:
         if column not in LABELS:
             continue
-        values = frame[column].to_numpy()
+        values = table[column].to_numpy()
         unknown = ~is_code(values, [*LABELS[column], MISSING])
         if not unknown.any():
             continue
         if column in TARGET_CODE_COLUMNS:
-            _fail(frame, unknown, column, f"is not a code of the DfT data guide ({sorted(LABELS[column])})")
-        examples = pd.Series(values[unknown]).value_counts().index
-        findings.append(_finding(frame, "unknown code", column, unknown, examples, "set to -1 (missing)"))
-        frame[column] = np.where(unknown, MISSING, values).astype(values.dtype)
+            _fail(table, unknown, column, f"is not a code of the DfT data guide ({sorted(LABELS[column])})")
+        codes, counts = np.unique(values[unknown], return_counts=True)
+        examples = codes[np.argsort(-counts, kind="stable")].tolist()  # the most frequent first
+        findings.append(_finding(table, "unknown code", column, unknown, examples, "set to -1 (missing)"))
+        table.replace(column, pa.array(np.where(unknown, MISSING, values).astype(values.dtype)))
     return findings
 
 
-def _check_collision_fields(collisions: pd.DataFrame) -> list[Finding]:
+def _check_collision_fields(collisions: RawTable) -> list[Finding]:
     findings = []
-    time = pa.array(collisions["time"].array)
+    time = collisions["time"]
     bad_time = pc.invert(pc.fill_null(pc.match_substring_regex(time, TIME_PATTERN), True))
-    bad_time = bad_time.to_numpy(zero_copy_only=False)
-    if bad_time.any():
-        findings.append(_finding(collisions, "time is not HH:MM", "time", bad_time,
-                                 collisions["time"][bad_time].unique(), "set to missing"))  # fmt: skip
-        collisions.loc[bad_time, "time"] = pd.NA
+    if pc.any(bad_time).as_py():
+        examples = pc.unique(time.filter(bad_time)).to_pylist()
+        findings.append(_finding(collisions, "time is not HH:MM", "time", bad_time.to_numpy(), examples,
+                                 "set to missing"))  # fmt: skip
+        collisions.replace("time", pc.if_else(bad_time, pa.scalar(None, time.type), time))
     dates = collisions["date"]
-    outside = (dates.dt.year != collisions["collision_year"]).to_numpy()
+    outside = pc.fill_null(pc.not_equal(pc.year(dates), pc.cast(collisions["collision_year"], pa.int64())), True)
+    outside = outside.to_numpy()
     if outside.any():
         findings.append(_finding(collisions, "date outside the collision year", "date", outside,
-                                 collisions["collision_index"][outside], "kept"))  # fmt: skip
-    dft_day = dft_day_of_week(dates.dt.dayofweek.to_numpy())
-    wrong_day = (collisions["day_of_week"].to_numpy() != dft_day) & (collisions["day_of_week"].to_numpy() != MISSING)
+                                 collisions.first_values("collision_index", outside, EXAMPLES), "kept"))  # fmt: skip
+    dft_day = dft_day_of_week(pc.day_of_week(dates).to_numpy())
+    day_of_week = collisions["day_of_week"].to_numpy()
+    wrong_day = (day_of_week != dft_day) & (day_of_week != MISSING)
     if wrong_day.any():
         findings.append(_finding(collisions, "day_of_week disagrees with date", "day_of_week", wrong_day,
-                                 collisions["collision_index"][wrong_day], "kept; features use the date"))  # fmt: skip
-    prefix = pc.utf8_slice_codeunits(pa.array(collisions["collision_index"].array, pa.string()), 0, 4)
-    year_text = pc.cast(pa.array(collisions["collision_year"].to_numpy()), pa.string())
-    prefix = pc.invert(pc.fill_null(pc.equal(prefix, year_text), False)).to_numpy(zero_copy_only=False)
+                                 collisions.first_values("collision_index", wrong_day, EXAMPLES),
+                                 "kept; features use the date"))  # fmt: skip
+    prefix = pc.utf8_slice_codeunits(collisions["collision_index"], 0, 4)
+    year_text = pc.cast(collisions["collision_year"], pa.string())
+    prefix = pc.invert(pc.fill_null(pc.equal(prefix, year_text), False)).to_numpy()
     if prefix.any():
         findings.append(_finding(collisions, "index does not start with its year", "collision_index", prefix,
-                                 collisions["collision_index"][prefix], "kept"))  # fmt: skip
+                                 collisions.first_values("collision_index", prefix, EXAMPLES), "kept"))  # fmt: skip
     return findings
 
 
-def positions(keys: pd.Series, lookup: pd.Series) -> np.ndarray:
-    """For each text key, its row position in `lookup` (unique keys), or -1 when it is not there.
+def positions(keys: pa.ChunkedArray | pa.Array, lookup: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """For each key, its row position in `lookup` (the first, if `lookup` repeats it), or -1 when it is not there.
 
     E.g. `positions(vehicles["collision_index"], collisions["collision_index"])`: each vehicle's collision row.
     """
-    found = pc.index_in(pa.array(keys.array, pa.string()), value_set=pa.array(lookup.array, pa.string()))
-    return pc.fill_null(found, -1).to_numpy()
+    if isinstance(lookup, pa.ChunkedArray):
+        lookup = lookup.combine_chunks()
+    return pc.fill_null(pc.index_in(keys, value_set=lookup), -1).to_numpy()
 
 
-def _fail_duplicates(frame: pd.DataFrame, duplicated: np.ndarray) -> None:
+def _repeated(keys) -> np.ndarray:
+    """True for every row whose key an earlier row has."""
+    return positions(keys, keys) != np.arange(len(keys))
+
+
+def _fail_duplicates(table: RawTable, duplicated: np.ndarray) -> None:
     if duplicated.any():
-        references = REFERENCES[frame.attrs.get("table", "collision")]
+        references = REFERENCES[table.table]
         same = f" with the same {' and '.join(references)}" if references else ""
-        _fail(frame, duplicated, "collision_index", f"appears twice{same}")
+        _fail(table, duplicated, "collision_index", f"appears twice{same}")
 
 
-def _check_links(collisions: pd.DataFrame, vehicles: pd.DataFrame, casualties: pd.DataFrame) -> list[Finding]:
+def _check_links(collisions: RawTable, vehicles: RawTable, casualties: RawTable, links: Links) -> list[Finding]:
     findings = []
     n = len(collisions)
-    first_seen = positions(collisions["collision_index"], collisions["collision_index"])
-    _fail_duplicates(collisions, first_seen != np.arange(n))
-    child_rows = {}
-    for child, count_column in ((vehicles, "number_of_vehicles"), (casualties, "number_of_casualties")):
-        parent = positions(child["collision_index"], collisions["collision_index"])
+    _fail_duplicates(collisions, _repeated(collisions["collision_index"]))
+    for child, parent, count_column in ((vehicles, links.vehicle_rows, "number_of_vehicles"),
+                                        (casualties, links.casualty_rows, "number_of_casualties")):  # fmt: skip
         orphan = parent < 0
         if orphan.any():
-            _fail(child, orphan, "collision_index", f"has no collision in {_file(collisions)}")
+            _fail(child, orphan, "collision_index", f"has no collision in {collisions.file}")
         key = parent.astype(np.int64)
-        for reference in REFERENCES[child.attrs.get("table")]:
+        for reference in REFERENCES[child.table]:
             key = key << 20 | child[reference].to_numpy()
-        _fail_duplicates(child, pd.Series(key).duplicated().to_numpy())
-        child_rows[count_column] = parent
+        _fail_duplicates(child, _repeated(pa.array(key)))
         counted = np.bincount(parent, minlength=n)
         mismatch = collisions[count_column].to_numpy() != counted
         if mismatch.any():
-            check = f"{count_column} differs from the {child.attrs.get('table')} rows"
-            examples = collisions["collision_index"][mismatch]
+            check = f"{count_column} differs from the {child.table} rows"
+            examples = collisions.first_values("collision_index", mismatch, EXAMPLES)
             findings.append(_finding(collisions, check, count_column, mismatch, examples, "kept"))
     # Casualty -> vehicle, on (collision position, vehicle_reference).
-    vehicle_keys = child_rows["number_of_vehicles"].astype(np.int64) << 20 | vehicles["vehicle_reference"].to_numpy()
-    casualty_parent = child_rows["number_of_casualties"]
+    vehicle_keys = links.vehicle_rows.astype(np.int64) << 20 | vehicles["vehicle_reference"].to_numpy()
+    casualty_parent = links.casualty_rows
     casualty_keys = casualty_parent.astype(np.int64) << 20 | casualties["vehicle_reference"].to_numpy()
-    no_vehicle = ~pd.Series(casualty_keys).isin(vehicle_keys).to_numpy()
+    no_vehicle = ~pc.is_in(pa.array(casualty_keys), value_set=pa.array(vehicle_keys)).to_numpy(zero_copy_only=False)
     if no_vehicle.any():
         findings.append(_finding(casualties, "casualty's vehicle is not in the vehicle table", "vehicle_reference",
-                                 no_vehicle, casualties["collision_index"][no_vehicle], "kept"))  # fmt: skip
+                                 no_vehicle, casualties.first_values("collision_index", no_vehicle, EXAMPLES),
+                                 "kept"))  # fmt: skip
     worst = np.full(n, 9, dtype=np.int32)
     np.minimum.at(worst, casualty_parent, casualties["casualty_severity"].to_numpy())
     has_casualty = worst != 9
@@ -257,5 +298,6 @@ def _check_links(collisions: pd.DataFrame, vehicles: pd.DataFrame, casualties: p
     if severity_differs.any():
         findings.append(_finding(collisions, "collision severity is not the worst casualty severity",
                                  "collision_severity", severity_differs,
-                                 collisions["collision_index"][severity_differs], "kept"))  # fmt: skip
+                                 collisions.first_values("collision_index", severity_differs, EXAMPLES),
+                                 "kept"))  # fmt: skip
     return findings
