@@ -19,9 +19,11 @@ from lib.data.features import (
     CURATED_DTYPES,
     FEATURE_COLUMNS,
     IDENTITY_COLUMNS,
+    LABEL_COLUMNS,
     LEAKAGE_COLUMNS,
     NUMERIC_FEATURES,
     PERSONAL_COLUMNS,
+    REPORTING_COLUMNS,
     TARGET_COLUMNS,
 )
 from lib.data.schema import HISTORIC_TWINS, SCHEMA
@@ -81,7 +83,11 @@ def test_the_same_collisions_curate_identically_from_either_era(tmp_path):
         )
     header = (tmp_path / "accident" / "dft-road-casualty-statistics-accident-2024.csv").read_text().split("\n")[0]
     assert header.startswith("accident_index,accident_year,accident_reference")
-    pd.testing.assert_frame_equal(curated["2024"], curated["accident"])
+    # Only the 2024 specification says how severity was reported; older files leave it missing.
+    assert curated["2024"][REPORTING_COLUMNS].notna().all().all()
+    assert curated["accident"][REPORTING_COLUMNS].isna().all().all()
+    same = [column for column in curated["2024"] if column not in REPORTING_COLUMNS]
+    pd.testing.assert_frame_equal(curated["2024"][same], curated["accident"][same])
     # The conversions were exercised, not bypassed: older junction codes and hazards occur in both years.
     assert set(curated["2024"]["junction_detail"].dropna()) == {0, 13, 16, 17, 18, 19}
     assert curated["2024"]["carriageway_hazards"].gt(0).sum() > 20
@@ -105,6 +111,28 @@ def test_historic_conversion_agrees_with_dfts_own_2024_codes(shared_data):
     assert from_historic["carriageway_hazards"].tolist()[0] == 13  # historic hazard 0 + special condition 4
 
 
+def test_reporting_columns_keep_dfts_values_on_the_labels_side(shared_data):
+    """Real 2023 rows in the 2024 specification: how each collision's severity was reported, and DfT's
+    adjusted severities, reach the curated table as published; a missing probability (-1) becomes NaN."""
+    folder = shared_data / "wpatke__crossroads-uk"
+    tables = {
+        table: read_table(folder / f"dft-road-casualty-statistics-{table}-2023.csv", table)
+        for table in ("collision", "vehicle", "casualty")
+    }
+    tables["collision"].loc[0, "collision_adjusted_severity_slight"] = -1
+    curated = build_curated(tables["collision"], tables["vehicle"], tables["casualty"])
+    raw = tables["collision"]
+    assert curated["collision_injury_based"].tolist() == raw["collision_injury_based"].tolist()
+    serious = "collision_adjusted_severity_serious"
+    assert curated[serious].tolist() == raw[serious].tolist()
+    slight = curated["collision_adjusted_severity_slight"]
+    assert np.isnan(slight.iloc[0])
+    assert slight.iloc[1:].tolist() == raw["collision_adjusted_severity_slight"][1:].tolist()
+    # DfT's fatal row carries 0 for both; its serious row 1 and 0; slight rows the two probabilities.
+    severity = curated["collision_severity"]
+    assert (curated.loc[severity == 1, serious] == 0).all() and (curated.loc[severity == 2, serious] == 1).all()
+
+
 def test_leakage_and_personal_columns_never_change_the_output(tmp_path, synthetic):
     collisions, vehicles, casualties = _canonical(synthetic, 2023, tmp_path)
     expected = build_curated(collisions, vehicles, casualties)
@@ -125,10 +153,12 @@ def test_excluded_columns_are_real_columns_and_never_features():
     canonical = set().union(*(set(columns) for columns in SCHEMA.values()))
     assert set(LEAKAGE_COLUMNS) <= canonical
     assert set(PERSONAL_COLUMNS) <= canonical
-    assert not (set(LEAKAGE_COLUMNS) | set(PERSONAL_COLUMNS)) & set(CURATED_COLUMNS)
+    # Leakage columns reach the curated table only on the labels side, which no model reads.
+    assert (set(LEAKAGE_COLUMNS) | set(PERSONAL_COLUMNS)) & set(CURATED_COLUMNS) == set(REPORTING_COLUMNS)
+    assert set(REPORTING_COLUMNS) <= set(LABEL_COLUMNS) and set(TARGET_COLUMNS) <= set(LABEL_COLUMNS)
     assert all(reason.strip() for reason in LEAKAGE_COLUMNS.values())
     assert FEATURE_COLUMNS == CATEGORICAL_FEATURES + NUMERIC_FEATURES
-    assert not set(TARGET_COLUMNS) & set(FEATURE_COLUMNS)
+    assert not (set(LABEL_COLUMNS) | set(LEAKAGE_COLUMNS)) & set(FEATURE_COLUMNS)
     assert set(CURATED_DTYPES) == set(CURATED_COLUMNS)
 
 

@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 
 from lib.data.curated import CURATED, Window, build_curated, read_window
-from lib.data.features import TARGET_COLUMNS
+from lib.data.features import LABEL_COLUMNS
 from lib.data.lake import Lake, LakeError
 from lib.data.synth import generate
 from lib.modeling.inference import (
@@ -84,7 +84,7 @@ def test_a_window_reads_only_the_years_it_touches_and_never_the_targets(settings
     expected = curated.loc[(day >= "2017-12-25") & (day <= "2018-01-06"), "collision_index"]
     assert sorted(rows["collision_index"]) == sorted(expected) and len(expected) > 0
     assert set(rows["collision_year"]) == {2017, 2018}
-    assert not set(TARGET_COLUMNS) & set(rows.columns)
+    assert not set(LABEL_COLUMNS) & set(rows.columns)
     assert list(rows["date"]) == sorted(rows["date"])
     with pytest.raises(LakeError, match=r"year=2016/part-\w+\.parquet: the committed data file is not readable"):
         read_window(lake, Window.parse("2016-06-01", "2016-06-07"))

@@ -25,7 +25,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
 from lib.data.curated import CURATED, build_curated
-from lib.data.features import FEATURE_COLUMNS, LEAKAGE_COLUMNS, PERSONAL_COLUMNS, TARGET_COLUMNS
+from lib.data.features import FEATURE_COLUMNS, LABEL_COLUMNS, LEAKAGE_COLUMNS, PERSONAL_COLUMNS
 from lib.data.lake import Lake
 from lib.data.synth import generate
 from lib.modeling.candidates import BASELINES, FAMILIES, fit_families, fit_gbm
@@ -316,7 +316,7 @@ print(json.dumps({"columns": list(output.columns), "records": output.to_dict(ori
 
 def test_champion_loads_in_a_fresh_process_and_predicts_from_rows_without_targets(trained, parts, settings, tmp_path):
     model_name, _ = trained
-    rows = parts["test"].head(200).drop(columns=TARGET_COLUMNS)
+    rows = parts["test"].head(200).drop(columns=LABEL_COLUMNS)
     rows.to_parquet(tmp_path / "rows.parquet")
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     done = subprocess.run(

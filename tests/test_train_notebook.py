@@ -13,7 +13,7 @@ import mlflow
 import pytest
 
 from lib.data.curated import CURATED
-from lib.data.features import TARGET_COLUMNS
+from lib.data.features import LABEL_COLUMNS
 from lib.data.lake import open_lake
 from lib.modeling.candidates import BASELINES
 from lib.modeling.model import OUTPUT_COLUMNS
@@ -61,6 +61,6 @@ def test_02_train_on_the_real_mirror_registers_a_champion(ingested_mirror, setti
         assert metrics[f"test_{metric}"] >= best_baseline, metric
     assert metrics["test_ksi_roc_auc"] >= 0.66
 
-    rows = ingested_mirror.read_partition(CURATED, 2018).drop(columns=TARGET_COLUMNS)
+    rows = ingested_mirror.read_partition(CURATED, 2018).drop(columns=LABEL_COLUMNS)
     output = mlflow.pyfunc.load_model(f"models:/{model_name}@champion").predict(rows)
     assert list(output.columns) == OUTPUT_COLUMNS and len(output) == 707

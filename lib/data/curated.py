@@ -15,11 +15,12 @@ table whose pandas metadata gives `CURATED_DTYPES` back (ingestion writes it to 
   `junction_control` and `second_road_class` are 0 ("not at junction") whenever the junction detail
   says so, since older files wrote -1 there (lib/data/README.md, "Not at a junction").
 * Missing and "unknown" codes (`lib.data.codes.missing_codes`) become <NA>, and so does a local authority
-  recorded as "-1".
+  recorded as "-1"; so does the reporting regime (`collision_injury_based`) of a file that does not carry
+  it, and its adjusted severities are NaN.
 
 A `Window` is a span of collision dates, both ends included: the days 03_infer scores and 04_monitor
 monitors. `read_window` reads only the curated year partitions the window touches and drops the
-target columns, so the truth never reaches the model.
+label columns (the targets and how they were reported), so the truth never reaches the model.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lib.data.codes import MISSING, TO_2024, VEHICLE_GROUPS, dft_day_of_week, lookup, missing_codes
-from lib.data.features import CURATED_COLUMNS, CURATED_DTYPES, OVERTAKING, TARGET_COLUMNS
+from lib.data.features import CURATED_COLUMNS, CURATED_DTYPES, LABEL_COLUMNS, OVERTAKING, REPORTING_COLUMNS
 from lib.data.lake import Lake
 from lib.data.schema import TABLES
 from lib.data.tables import RawTable, from_frame
@@ -48,7 +49,8 @@ log = logging.getLogger(__name__)
 
 CURATED = "curated/collisions"
 # Bump when the curated table changes meaning, so existing partitions are rebuilt once.
-CURATION_VERSION = 2  # 2: the local highway authority (a context column)
+# 2: the local highway authority (a context column); 3: the reporting columns (features.REPORTING_COLUMNS)
+CURATION_VERSION = 3
 
 
 # -- building a year ------------------------------------------------------------------------------
@@ -78,6 +80,8 @@ def curated_table(collisions: RawTable, vehicles: RawTable, casualties: RawTable
         "collision_severity": severity,
         "ksi": severity <= 2,
         "casualty_severity_score": _casualty_severity_score(links.casualty_rows, casualties, n),
+        "collision_injury_based": _categorical(c, "collision_injury_based"),
+        **{column: _probability(c[column]) for column in REPORTING_COLUMNS[1:]},
         "police_force": _categorical(c, "police_force"),
         "first_road_class": _categorical(c, "first_road_class"),
         "road_type": _categorical(c, "road_type"),
@@ -147,6 +151,12 @@ def _as_nullable(values: np.ndarray, column: str, zero_where: np.ndarray | None 
 
 def _categorical(c: RawTable, column: str, zero_where: np.ndarray | None = None) -> pa.Array:
     return _as_nullable(c[column].to_numpy(), column, zero_where)
+
+
+def _probability(values: pa.ChunkedArray) -> np.ndarray:
+    """A probability column; NaN where the file has none (absent, empty, or -1 for missing)."""
+    values = np.asarray(values.to_numpy(), dtype=np.float64)
+    return np.where((values >= 0) & (values <= 1), values, np.nan)
 
 
 def _prefer_historic(c: RawTable, column: str, converted: np.ndarray, historic_known=None) -> np.ndarray:
@@ -271,8 +281,9 @@ class Window:
 
 
 def read_window(lake: Lake, window: Window, *, with_labels: bool = False) -> pd.DataFrame:
-    """The curated collisions dated in `window`, ordered by date and index: without the target columns
-    (what 03_infer may see), or `with_labels` (what 04_monitor checks the predictions against).
+    """The curated collisions dated in `window`, ordered by date and index: without the label columns
+    (`features.LABEL_COLUMNS`: what 03_infer may see), or `with_labels` (what 04_monitor checks the
+    predictions against).
 
     Only the year partitions the window touches are read; a year without a partition holds no
     collisions (logged, not an error: the simulation may run ahead of the data).
@@ -288,7 +299,7 @@ def read_window(lake: Lake, window: Window, *, with_labels: bool = False) -> pd.
         if manifest is None:
             log.warning("The lake %s has no curated partition for %d; its days hold no collisions.", lake.uri, year)
             continue
-        columns = [c for c in manifest["columns"] if with_labels or c not in TARGET_COLUMNS]
+        columns = [c for c in manifest["columns"] if with_labels or c not in LABEL_COLUMNS]
         frames.append(lake.read_partition(CURATED, year, columns, filters=days))
     if not frames:
         return pd.DataFrame()

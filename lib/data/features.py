@@ -1,13 +1,18 @@
 """What the curated table holds: its columns, their dtypes, and which raw columns never become features.
 
 `lib.data.curated.build_curated` builds the table from one year's raw tables; this module defines
-what it builds: `CURATED_COLUMNS` (identity, targets, features, context) with `CURATED_DTYPES`.
+what it builds: `CURATED_COLUMNS` (identity, targets, how the target was reported, features, context) with
+`CURATED_DTYPES`.
 
 Rules:
 * Only what is known when the collision happens is a feature. Everything describing the outcome or
   the aftermath is excluded by name in `LEAKAGE_COLUMNS`, with the reason; no feature is computed from
   those columns (a test perturbs them and expects the same identity and feature columns). Only the
   targets read severities: `collision_severity`, `ksi` (fatal or serious) and `casualty_severity_score`.
+* How the severity was reported (`REPORTING_COLUMNS`: injury-based or not, DfT's adjusted severity) sits
+  with the targets, on the labels side (`LABEL_COLUMNS`): the monitoring reads it to tell a reporting
+  change from label drift (`lib.monitoring.label_drift`), and, like the targets, it is dropped from
+  what a model sees (`lib.data.curated.read_window`). They stay in `LEAKAGE_COLUMNS` as never features.
 * Personal attributes of drivers and casualties stay out (data protection): `PERSONAL_COLUMNS`.
 * Categorical codes are nullable Int16, all below 255 as HistGradientBoostingClassifier requires.
 * `number_of_casualties` is excluded: it counts the injured, an outcome of the impact, and the
@@ -24,6 +29,14 @@ IDENTITY_COLUMNS = ["collision_index", "collision_year", "date"]
 # `casualty_severity_score` is the original project's regression target (a baseline in lib.modeling.candidates): per
 # casualty fatal 3, serious 2, slight 1, summed over the collision. A target, never a feature.
 TARGET_COLUMNS = ["collision_severity", "ksi", "casualty_severity_score"]
+# Missing (<NA>, NaN) where a file does not say: DfT's files carry them from the 2024 specification on
+# (lib/data/README.md, "Severity").
+REPORTING_COLUMNS = [
+    "collision_injury_based",
+    "collision_adjusted_severity_serious",
+    "collision_adjusted_severity_slight",
+]
+LABEL_COLUMNS = TARGET_COLUMNS + REPORTING_COLUMNS
 CATEGORICAL_FEATURES = [
     "police_force",
     "first_road_class",
@@ -58,7 +71,7 @@ FEATURE_COLUMNS = CATEGORICAL_FEATURES + NUMERIC_FEATURES
 # `local_authority_highway` is the ONS code of the local highway authority, the one local-authority column
 # that every era of the files fills (lib/data/README.md, "Local authority").
 CONTEXT_COLUMNS = ["local_authority_highway"]
-CURATED_COLUMNS = IDENTITY_COLUMNS + TARGET_COLUMNS + FEATURE_COLUMNS + CONTEXT_COLUMNS
+CURATED_COLUMNS = IDENTITY_COLUMNS + LABEL_COLUMNS + FEATURE_COLUMNS + CONTEXT_COLUMNS
 CURATED_DTYPES = {
     "collision_index": "string",
     "collision_year": "int16",
@@ -66,6 +79,9 @@ CURATED_DTYPES = {
     "collision_severity": "int8",
     "ksi": "int8",
     "casualty_severity_score": "int16",
+    "collision_injury_based": "Int16",
+    "collision_adjusted_severity_serious": "float64",
+    "collision_adjusted_severity_slight": "float64",
     **{column: "Int16" for column in CATEGORICAL_FEATURES},
     "speed_limit": "Int16",
     "hour": "Int8",

@@ -25,7 +25,7 @@ from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, Schema
 
-from lib.data.features import IDENTITY_COLUMNS, TARGET_COLUMNS
+from lib.data.features import IDENTITY_COLUMNS, LABEL_COLUMNS
 from lib.errors import NeedsAction
 from lib.modeling.evaluation import PROBABILITY_COLUMNS
 from lib.modeling.model import ModelInputError, SeverityModel
@@ -113,12 +113,12 @@ def log_model(
 
 
 def reference_sample(model: SeverityModel, frame: pd.DataFrame, rows: int = 5000, seed: int = 0) -> pd.DataFrame:
-    """Up to `rows` collisions of `frame` (identity, targets, features) with the model's outputs, by date.
+    """Up to `rows` collisions of `frame` (identity, labels, features) with the model's outputs, by date.
 
     Logged with the model as `REFERENCE_ARTIFACT`: the monitoring compares new windows with it.
     """
     sample = frame.sample(n=min(rows, len(frame)), random_state=seed).sort_values(["date", "collision_index"])
-    keep = [c for c in (*IDENTITY_COLUMNS, *TARGET_COLUMNS, *model.feature_columns) if c in sample.columns]
+    keep = [c for c in (*IDENTITY_COLUMNS, *LABEL_COLUMNS, *model.feature_columns) if c in sample.columns]
     sample = sample[keep].reset_index(drop=True)
     return pd.concat([sample, model.predict(sample)], axis=1)
 
