@@ -85,6 +85,29 @@ def test_severity_shares_follow_the_published_series(two_years):
     assert 0.219 < shares.loc[2024, 2] < 0.249  # DfT 2024: 23.35% serious
 
 
+def test_the_recorded_rise_is_forces_moving_to_injury_based_reporting(two_years):
+    """Recorded severity rises only because forces move to injury-based reporting: the KSI share within
+    each regime, and DfT's adjusted KSI share, stay where they were."""
+    collisions = two_years.collisions.assign(
+        ksi=two_years.collisions["collision_severity"] <= 2,
+        adjusted_ksi=two_years.collisions["collision_adjusted_severity_serious"]
+        + (two_years.collisions["collision_severity"] == 1),
+    )
+    by_year = collisions.groupby("collision_year")
+    injury_based = by_year["collision_injury_based"].mean()
+    assert injury_based[2018] < 0.55 and injury_based[2024] > 0.9
+    # A force reports one way for a whole year.
+    assert (collisions.groupby(["collision_year", "police_force"])["collision_injury_based"].nunique() == 1).all()
+    ksi = by_year["ksi"].mean()
+    assert ksi[2024] > ksi[2018] + 0.03
+    within = collisions.groupby(["collision_injury_based", "collision_year"])["ksi"].mean().unstack()
+    assert ((within[2024] - within[2018]).abs() < 0.015).all()
+    assert within.loc[1, 2018] > within.loc[0, 2018] + 0.07  # severity reporting records fewer serious
+    adjusted = by_year["adjusted_ksi"].mean()
+    assert abs(adjusted[2024] - adjusted[2018]) < 0.01
+    assert abs(adjusted[2018] - within.loc[1, 2018]) < 0.015  # adjusted: as if every force were injury-based
+
+
 def test_severity_depends_on_known_risk_factors(two_years):
     curated_input = two_years.collisions
     vehicles = two_years.vehicles

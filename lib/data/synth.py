@@ -37,7 +37,7 @@ import pyarrow.csv as pacsv
 from lib.data.codes import TO_2024, dft_day_of_week, lookup
 from lib.data.download import FILE_PREFIX, combined_file_name
 from lib.data.schema import HISTORIC_TWINS, OLDER_ERA_COLUMNS, SCHEMA
-from lib.data.synth_risk import Casualties, Road, Scene, Vehicles, choice, draw_collisions
+from lib.data.synth_risk import Casualties, Collisions, Road, Scene, Vehicles, choice, draw_collisions
 
 logger = logging.getLogger(__name__)
 
@@ -242,7 +242,7 @@ def _generate_year(
     rng = np.random.default_rng([seed, year])
     drawn = draw_collisions(rng, year, n, shift)
     identity = _draw_identity(rng, year, n)
-    outcome = _draw_outcome(rng, year, drawn.severity)
+    outcome = _draw_outcome(rng, year, drawn)
     people = _draw_people(rng, drawn.vehicles, drawn.casualties)
     collisions = _collision_table(rng, year, identity, drawn.scene, drawn.vehicles, drawn.casualties, outcome)
     vehicles = _vehicle_table(rng, year, identity, drawn.scene.road, drawn.vehicles, people)
@@ -269,18 +269,16 @@ def _synthetic_authority(identity: _Identity) -> np.ndarray:
     return np.char.add(np.char.add(SYNTHETIC_FORCE_SEGMENT, easting), northing)
 
 
-def _draw_outcome(rng: np.random.Generator, year: int, severity: np.ndarray) -> _Outcome:
-    """Injury-based reporting spreads from 45% of collisions in 2016; enhanced severity exists from 2023."""
-    n = len(severity)
-    injury_based = rng.random(n) < float(np.clip(0.45 + 0.06 * (year - 2016), 0.0, 0.95))
-    adjusted_serious = np.where(severity == 2, 1.0, np.where(injury_based, 0.0, np.round(rng.uniform(0.02, 0.2, n), 4)))
-    adjusted_serious[severity == 1] = 0.0
+def _draw_outcome(rng: np.random.Generator, year: int, drawn: Collisions) -> _Outcome:
+    """The reporting regime and adjusted severity come from the risk model (`lib.data.synth_risk`); enhanced
+    severity exists from 2023, for injury-based rows."""
+    severity, injury_based = drawn.severity, drawn.injury_based
     enhanced = np.where(
         injury_based & (year >= 2023),
-        np.where(severity == 2, choice(rng, [5, 6, 7], [0.2, 0.4, 0.4], n), severity),
+        np.where(severity == 2, choice(rng, [5, 6, 7], [0.2, 0.4, 0.4], len(severity)), severity),
         -1,
     )
-    return _Outcome(severity, injury_based, adjusted_serious, enhanced)
+    return _Outcome(severity, injury_based, drawn.adjusted_serious, enhanced)
 
 
 def _draw_people(rng: np.random.Generator, vehicles: Vehicles, casualties: Casualties) -> _People:

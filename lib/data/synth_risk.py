@@ -9,8 +9,14 @@ urban, speed limit), the road layout and conditions, the vehicles, the severity 
   rows, every casualty's vehicle exists, and the collision severity is the worst casualty severity.
 * Severity depends on real risk factors (speed limit, rural roads, darkness, motorcycles, pedal
   cycles, pedestrians, single-vehicle collisions). The intercepts are calibrated per year to about
-  1.4% fatal and a serious share rising from 18.7% (2018) to 23.4% (2024), as DfT's published series
-  (lib/data/README.md, "Severity shares by year").
+  1.4% fatal and, as injury-based reporting would record it, a constant 24% serious.
+* How it is recorded depends on the police force's reporting regime (lib/data/README.md, "Severity"):
+  a force reports injury-based from its year in `INJURY_BASED_FROM`, and until then records
+  `UNDER_RECORDED` of its serious collisions as slight. As forces move, the recorded serious share
+  rises from about 18.7% (2018) to 23.4% (2024), as DfT's published series ("Severity shares by
+  year"), while the severity itself does not change: the rise is a reporting change only. DfT's
+  adjusted severity is the exact probability that a recorded-slight collision of a severity-reporting
+  force was serious (`Collisions.adjusted_serious`), so the adjusted KSI share stays level.
 * A `lib.data.synth.Shift` moves a share of the collisions between two dates to rural 60 mph roads at
   night; their severity follows the same risk model (calibrated on the unshifted rows), so it rises too.
 
@@ -41,12 +47,26 @@ OCCUPANT_TYPE = {1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 8: 8, 9: 9, 10: 10, 11: 11, 17: 1
                  22: 22, 23: 23, 90: 90}  # fmt: skip
 
 
-def serious_share(year: int) -> float:
-    """Target serious share: DfT's 18.7% (2018) to 23.4% (2024), extended flat-ish outside."""
-    return float(np.clip(0.187 + 0.0078 * (year - 2018), 0.17, 0.25))
-
-
 FATAL_SHARE = 0.014
+SERIOUS_SHARE = 0.24  # as injury-based reporting records it
+# A severity-reporting force records this share of its serious collisions as slight. With the schedule below,
+# the recorded serious share follows DfT's series: 0.24 x (1 - 0.4 x the share not yet injury-based).
+UNDER_RECORDED = 0.4
+# Synthetic, not DfT's record of which force moved when: the year from which each force reports injury-based
+# (from 1 January), chosen so that the injury-based share of collisions rises from 4% (2013) through 48% (2018)
+# to 93% (2024). Forces not listed never move.
+INJURY_BASED_FROM = {
+    43: 2013, 20: 2014, 46: 2014, 6: 2015, 13: 2015, 42: 2015, 44: 2016, 45: 2016, 47: 2016, 1: 2017,
+    50: 2019, 52: 2019, 4: 2020, 99: 2020, 5: 2021, 7: 2021, 10: 2021, 14: 2021, 21: 2022, 22: 2022, 30: 2022,
+    31: 2022, 33: 2022, 3: 2023, 35: 2023, 36: 2023, 41: 2023, 62: 2023, 11: 2024, 12: 2024, 16: 2024, 17: 2024,
+    23: 2024, 32: 2024, 34: 2024, 37: 2024,
+}  # fmt: skip
+
+
+def injury_based(police_force: np.ndarray, year: int) -> np.ndarray:
+    """Whether each collision's force reported injury-based in `year` (`INJURY_BASED_FROM`)."""
+    moved = [force for force, first in INJURY_BASED_FROM.items() if first <= year]
+    return np.isin(police_force, moved)
 
 
 @dataclass(frozen=True)
@@ -139,8 +159,10 @@ class Collisions:
 
     scene: Scene
     vehicles: Vehicles
-    severity: np.ndarray  # the worst casualty's: 1 fatal, 2 serious, 3 slight
+    severity: np.ndarray  # as recorded, the worst casualty's: 1 fatal, 2 serious, 3 slight
     casualties: Casualties
+    injury_based: np.ndarray  # whether the force reported injury-based
+    adjusted_serious: np.ndarray  # P(serious under injury-based reporting): DfT's collision_adjusted_severity_serious
 
 
 def draw_collisions(rng: np.random.Generator, year: int, n: int, shift: Shift | None) -> Collisions:
@@ -150,8 +172,12 @@ def draw_collisions(rng: np.random.Generator, year: int, n: int, shift: Shift | 
     road = _draw_road(rng, where)
     scene = Scene(when, where, road, _draw_conditions(rng, when, where, shifted))
     vehicles = _draw_vehicles(rng, where)
-    severity = _draw_severity(rng, year, scene, vehicles, unshifted=(drawn_when, drawn_where))
-    return Collisions(scene, vehicles, severity, _draw_casualties(rng, severity, vehicles))
+    reported_by_injury = injury_based(where.police_force, year)
+    severity, adjusted_serious = _draw_severity(
+        rng, scene, vehicles, reported_by_injury, unshifted=(drawn_when, drawn_where)
+    )
+    casualties = _draw_casualties(rng, severity, vehicles)
+    return Collisions(scene, vehicles, severity, casualties, reported_by_injury, adjusted_serious)
 
 
 def _draw_when(rng: np.random.Generator, year: int, n: int) -> When:
@@ -301,9 +327,11 @@ def _draw_vehicles(rng: np.random.Generator, where: Where) -> Vehicles:
 
 
 def _draw_severity(
-    rng: np.random.Generator, year: int, scene: Scene, vehicles: Vehicles, unshifted: tuple[When, Where]
-) -> np.ndarray:
-    """The worst casualty's severity, from a logistic risk model calibrated per year on the unshifted rows."""
+    rng: np.random.Generator, scene: Scene, vehicles: Vehicles, reported_by_injury: np.ndarray,
+    unshifted: tuple[When, Where],
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """The worst casualty's severity as recorded, from a logistic risk model calibrated per year on the
+    unshifted rows, and the probability that it is serious under injury-based reporting (module docstring)."""
     n = len(vehicles.count)
     weekend, road_surface = scene.when.weekend, scene.conditions.road_surface
     motorcycle, pedal_cycle, goods = vehicles.motorcycle, vehicles.pedal_cycle, vehicles.goods
@@ -320,7 +348,7 @@ def _draw_severity(
     base_when, base_where = unshifted
     base_rural, base_speed, base_hour = base_where.rural, base_where.speed_limit, base_when.hour
     base_dark = _after_dark(base_when.dates, base_hour)
-    ksi_target = FATAL_SHARE + serious_share(year)
+    ksi_target = FATAL_SHARE + SERIOUS_SHARE
     ksi_intercept = _calibrate(ksi_score(base_rural, base_speed, base_dark, base_hour), ksi_target)
     p_ksi_base = _sigmoid(ksi_score(base_rural, base_speed, base_dark, base_hour) + ksi_intercept)
     # P(fatal) = P(KSI) * P(fatal | KSI) averages FATAL_SHARE
@@ -329,9 +357,18 @@ def _draw_severity(
     dark = scene.conditions.light != 1
     p_ksi = _sigmoid(ksi_score(rural, speed_limit, dark, hour) + ksi_intercept)
     p_fatal = _sigmoid(fatal_score(rural, speed_limit, dark) + fatal_intercept)
-    ksi = rng.random(n) < p_ksi
+    ksi_draw = rng.random(n)
+    ksi = ksi_draw < p_ksi
     fatal = ksi & (rng.random(n) < p_fatal)
-    return np.where(fatal, 1, np.where(ksi, 2, 3))
+    # Given KSI, ksi_draw is uniform below p_ksi: its top UNDER_RECORDED of that range is a serious
+    # collision that a severity-reporting force records as slight.
+    under_recorded = ksi & ~fatal & ~reported_by_injury & (ksi_draw >= p_ksi * (1 - UNDER_RECORDED))
+    severity = np.where(fatal, 1, np.where(ksi & ~under_recorded, 2, 3))
+    # Bayes: P(serious, recorded slight) / P(recorded slight), for the rows a severity-reporting force records slight.
+    hidden_serious = p_ksi * (1 - p_fatal) * UNDER_RECORDED
+    adjusted = np.where(reported_by_injury, 0.0, hidden_serious / (1 - p_ksi + hidden_serious))
+    adjusted_serious = np.where(severity == 2, 1.0, np.where(severity == 1, 0.0, np.round(adjusted, 4)))
+    return severity, adjusted_serious
 
 
 def _draw_casualties(rng: np.random.Generator, severity: np.ndarray, vehicles: Vehicles) -> Casualties:
