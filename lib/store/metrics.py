@@ -1,8 +1,8 @@
 """The `monitoring_metrics` table: one scalar per window, model version and metric, written by 04_monitor.
 
 A metric's name is `<family>.<name>`; a family (drift and estimated quality at the window's end, quality
-once its labels arrive) is replaced as a whole when a window is recomputed. The names below are the ones
-the dashboard, Grafana and the retraining decision read.
+and labels once its labels arrive) is replaced as a whole when a window is recomputed. The names below are
+the ones the dashboard, Grafana and the retraining decision read.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ DRIFT, QUALITY = "drift", "quality"
 # The quality a window is expected to show, from its P(KSI) before its labels arrive (lib.monitoring.estimated_quality).
 ESTIMATED = "estimated"
 ESTIMATED_PR_AUC_METRIC = f"{ESTIMATED}.ksi_pr_auc"
+LABELS = "labels"  # the KSI share against the reference, by reporting regime (lib.monitoring.label_drift)
+LABEL_KSI_SHARE_METRIC = f"{LABELS}.ksi_share"
 DRIFT_SHARE_METRIC = f"{DRIFT}.share_drifted_features"
 DRIFT_ROWS_METRIC = f"{DRIFT}.rows"
 PR_AUC_METRIC = f"{QUALITY}.ksi_pr_auc"
@@ -187,3 +189,22 @@ def labelled_windows(conn, as_of: date, limit: int) -> list[tuple[date, date, st
         (LABELLED_ROWS_METRIC, as_of, limit),
     )
     return [(row["window_start"], row["window_end"], row["model_version"]) for row in reversed(rows)]
+
+
+def recent_family(conn, model_version: str, family: str, anchor: str, as_of: date, limit: int) -> list[dict]:
+    """The `family.*` metrics of the version's newest `limit` windows that have `anchor` known by `as_of`,
+    one {metric: value} per window, newest first."""
+    rows = fetch_dicts(
+        conn,
+        "WITH recent AS (SELECT window_start, window_end FROM monitoring_metrics"
+        " WHERE model_version = %(version)s AND metric = %(anchor)s AND known_at <= %(as_of)s"
+        " ORDER BY window_end DESC LIMIT %(limit)s)"
+        " SELECT m.window_end, m.metric, m.value FROM monitoring_metrics m"
+        " JOIN recent r ON m.window_start = r.window_start AND m.window_end = r.window_end"
+        " WHERE m.model_version = %(version)s AND m.metric LIKE %(family)s ORDER BY m.window_end DESC",
+        {"version": model_version, "anchor": anchor, "as_of": as_of, "limit": limit, "family": f"{family}.%"},
+    )
+    windows: dict[date, dict] = {}
+    for row in rows:
+        windows.setdefault(row["window_end"], {})[row["metric"]] = row["value"]
+    return list(windows.values())
