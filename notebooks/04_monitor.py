@@ -26,6 +26,9 @@
 #   macro-F1, recall per severity, the actual severity shares) is computed for every monitored window whose
 #   labels have **all** arrived by the simulated date `as_of`, from those labels only; for the window just
 #   ended that is usually weeks later. Each such window also gets an Evidently classification report.
+# * **Did the labels drift, or the way they are reported?** The window's KSI share against the model's
+#   training sample, within reporting regimes (injury-based or not) and in DfT's adjusted severity
+#   (`lib/monitoring/label_drift.py`): a rise the regime explains is a reporting change, not decay.
 # * **Where does the model fall short?** Once labels land, per local highway authority and per cell of a
 #   latitude/longitude grid, the KSI collisions observed over the latest labelled windows against those the
 #   model expected, ranked by an excess shrunk towards the model (`lib/monitoring/places.py`).
@@ -33,7 +36,8 @@
 #   below a fraction of the champion's test score, or when too many features drifted in this window
 #   and it held enough collisions (`min_drift_rows`) for that drift not to be chance. Before the labels,
 #   the windows' estimated quality (from P(KSI) alone) may recommend it too, provisionally: once their labels
-#   arrive the recommendation is confirmed or withdrawn.
+#   arrive the recommendation is confirmed or withdrawn. So may label drift that neither reporting nor the
+#   model's P(KSI) explains; a reporting change never does.
 #
 # Every number goes to PostgreSQL (`monitoring_metrics`; the decision to `model_events`), and the
 # dashboard `REPORTS_DIR/dashboard.html` is rebuilt from those tables. Running the notebook again with
@@ -70,11 +74,11 @@ from lib.data.curated import Window, read_window
 from lib.data.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES
 from lib.data.lake import open_lake
 from lib.modeling.model_run import load_model_run
-from lib.monitoring import estimated_quality, evidently_report, monitor, places, retraining
+from lib.monitoring import estimated_quality, evidently_report, label_drift, monitor, places, retraining
 from lib.monitoring.collision_map import latest_window_map
 from lib.monitoring.dashboard import CHAMPION_SERIES, mlflow_run_url, write_dashboard
 from lib.store.db import session
-from lib.store.metrics import DRIFT, ESTIMATED, QUALITY
+from lib.store.metrics import DRIFT, ESTIMATED, LABELS, QUALITY
 
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 started = time.monotonic()
@@ -112,6 +116,7 @@ if predictions.empty:
 window = monitor.join_truth(predictions, read_window(lake, monitored, with_labels=True))
 model_run = load_model_run(settings.mlflow_tracking_uri, model_name, model_version)
 reference = model_run.reference
+references = {model_version: reference}  # each version's reference sample, for its windows' label drift
 print(
     f"Window {start}..{end}: {len(window):,} collisions scored by {model_name} version {model_version}"
     f"{' (other versions scored some too: ' + ', '.join(versions[1:]) + ')' if len(versions) > 1 else ''}; "
@@ -187,7 +192,7 @@ pd.DataFrame({"this window": estimate.metrics(), "reference sample": reference_e
 # %%
 with session(database_url) as conn:
     due = monitor.windows_awaiting_quality(conn, today, delay, completed_since=start)
-    quality_rows = []
+    quality_rows, label_sentences = [], []
     for due_start, due_end, due_version in due:
         scored = monitor.join_truth(
             monitor.load_predictions(conn, due_start, due_end, due_version),
@@ -197,6 +202,11 @@ with session(database_url) as conn:
         monitor.store_metrics(
             conn, due_start, due_end, due_version, QUALITY, quality.metrics(), quality.known_at
         )
+        if due_version not in references:
+            references[due_version] = load_model_run(settings.mlflow_tracking_uri, model_name, due_version).reference
+        labels = label_drift.compare_window(scored, references[due_version])
+        monitor.store_metrics(conn, due_start, due_end, due_version, LABELS, labels.metrics(), quality.known_at)
+        label_sentences.append(f"**{due_start}..{due_end}**: {labels.sentence()}")
         if draw_reports:
             evidently_report.save_report(
                 monitor.classification_snapshot(scored, scored["alert_threshold"].iloc[0]),
@@ -216,6 +226,7 @@ with session(database_url) as conn:
                 "model_version": due_version,
                 "labelled": quality.labelled_rows,
                 **quality.values,
+                "labels": labels.verdict,
             }
         )
 if quality_rows:
@@ -229,8 +240,10 @@ if quality_rows:
         "ksi_recall",
         "ksi_brier",
         "macro_f1",
+        "labels",
     ]
     display(pd.DataFrame(quality_rows)[shown].set_index("window"))
+    display(Markdown("\n\n".join(label_sentences)))
 else:
     display(
         Markdown(

@@ -33,6 +33,7 @@ from packaging.utils import canonicalize_name
 
 from lib.config import DEFAULTS_FILE, ROOT, Settings, load_settings, read_dotenv
 from lib.monitoring.estimated_quality import estimate_quality
+from lib.monitoring.label_drift import LabelCounts, compare
 from lib.monitoring.monitor import store_metrics
 from lib.monitoring.places import PlacePolicy, place_snapshot, store_snapshot
 from lib.monitoring.retraining import RetrainingPolicy
@@ -40,7 +41,7 @@ from lib.services.postgres import SUPERUSER
 from lib.services.stack import Stack, embedded_services
 from lib.store import dashboard_queries as dashboard
 from lib.store.db import session
-from lib.store.metrics import DRIFT, DRIFT_SHARE_METRIC, ESTIMATED, PR_AUC_METRIC, QUALITY, ROC_AUC_METRIC
+from lib.store.metrics import DRIFT, DRIFT_SHARE_METRIC, ESTIMATED, LABELS, PR_AUC_METRIC, QUALITY, ROC_AUC_METRIC
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
@@ -715,6 +716,11 @@ def seed_monitoring_tables(conn) -> None:
             "quality.actual_share.serious": 0.25,
         }
         store_metrics(conn, start, end, version, QUALITY, quality, end + timedelta(days=30))
+        labels = compare(
+            LabelCounts({"injury_based": (60, 18), "severity_reporting": (40, 6)}, {"1": (100, 24)}, 100, 26.0),
+            LabelCounts({"injury_based": (40, 11), "severity_reporting": (60, 9)}, {"1": (100, 20)}, 100, 25.0),
+        )
+        store_metrics(conn, start, end, version, LABELS, labels.metrics(), end + timedelta(days=30))
     # Observed against expected by place for the first week's collisions, once its labels arrived.
     labelled = pd.DataFrame({
         "ksi": [1, 0, 0, 1, 0, 0], "p_ksi": [0.1, 0.3, 0.5, 0.1, 0.3, 0.5],

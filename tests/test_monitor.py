@@ -517,6 +517,14 @@ def test_dashboard_shows_the_series_from_the_tables(database_url, tmp_path):
             },
             days[6] + timedelta(30),
         )
+        labels = {
+            "labels.ksi_share": 0.28,
+            "labels.adjusted_ksi_share": 0.25,
+            "labels.regime.injury_based.ksi_share": 0.3,
+            "labels.regime.severity_reporting.ksi_share": 0.2,
+            "labels.reference.ksi_share": 0.24,
+        }
+        monitor.store_metrics(conn, days[0], days[6], "1", "labels", labels, days[6] + timedelta(30))
         cur.execute(
             "INSERT INTO model_events (event, model_name, model_version, details) VALUES"
             " ('promoted', 'accident_severity', '1', %s)",
@@ -586,6 +594,11 @@ def test_dashboard_shows_the_series_from_the_tables(database_url, tmp_path):
     assert traces["actual KSI share (labels)"]["y"] == [pytest.approx(0.28)]
     assert traces["predicted KSI share"]["y"] == [pytest.approx(0.31), pytest.approx(0.31)]
     assert traces["actual serious share"]["y"] == [0.26]
+    # ... and beside it, by reporting regime, DfT's adjusted share and the training sample's.
+    assert traces["adjusted KSI share (DfT, as if all injury-based)"]["y"] == [0.25]
+    assert traces["actual KSI share, injury-based reporting"]["y"] == [0.3]
+    assert traces["actual KSI share, severity reporting"]["y"] == [0.2]
+    assert traces["KSI share of the training sample"]["y"] == [0.24]
     heatmap = traces["feature drift score"]
     assert heatmap["y"] == ["hour", "speed_limit"] and heatmap["z"] == [[0.02, 0.02], [0.75, 0.1]]
     # The retraining threshold (drift) and floor (0.8 x the champion's 0.45, quality).
@@ -699,7 +712,10 @@ def test_04_monitor_stores_drift_now_quality_later_and_the_decision_once(monitor
     stored = metrics()
     quality = {row["window_end"] for row in stored if row["metric"].startswith("quality.")}
     assert quality == {date(2024, 3, 10)}
-    assert len(stored) == 2 * len(first) + len([row for row in stored if row["metric"].startswith("quality.")])
+    labels = {row["window_end"] for row in stored if row["metric"].startswith("labels.")}
+    assert labels == quality
+    arrived_with_labels = [row for row in stored if row["metric"].startswith(("quality.", "labels."))]
+    assert len(stored) == 2 * len(first) + len(arrived_with_labels)
     with db.session(monitored_stack["database_url"]) as conn:
         events = db.fetch_dicts(conn, "SELECT event, simulated_date, details FROM model_events ORDER BY simulated_date")
     assert [(e["event"], e["simulated_date"]) for e in events] == [
@@ -722,6 +738,8 @@ def test_04_monitor_stores_drift_now_quality_later_and_the_decision_once(monitor
         assert sum(row["collisions"] for row in by_place if row["level"] == level) == labelled[0]["value"]
     assert all(row["rank"] is None or row["expected"] >= 5 for row in by_place)
     assert "Observed against expected KSI collisions, by place" in (tmp_path / "dashboard.html").read_text()
+    # The shifted week's KSI share rose within reporting regimes, and the model's P(KSI) rose with it.
+    assert decided["label_verdict"] == "label drift" and "the model's P(KSI) followed" in decided["label_drift"]
     version = monitored_stack["version"]
     assert sorted(p.name for p in (tmp_path / "monitoring").iterdir()) == [
         "assets",

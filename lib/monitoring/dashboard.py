@@ -36,6 +36,7 @@ from lib.monitoring.status_tiles import status_tiles
 from lib.store.metrics import (
     ACTUAL_SHARE_PREFIX,
     DRIFT,
+    LABELS,
     PR_AUC_METRIC,
     PREDICTED_SHARE_PREFIX,
     QUALITY,
@@ -58,6 +59,13 @@ PREDICTION_DRIFT_SERIES = {
     f"{DRIFT}.predicted_class_score": "predicted severity drift score",
 }
 KSI_CLASSES = ("fatal", "serious")
+# The KSI share by reporting regime and DfT's adjusted share, once labels arrive (lib.monitoring.label_drift).
+LABEL_SERIES = {
+    f"{LABELS}.adjusted_ksi_share": ("adjusted KSI share (DfT, as if all injury-based)", {"dash": "dot"}),
+    f"{LABELS}.regime.injury_based.ksi_share": ("actual KSI share, injury-based reporting", {"width": 1}),
+    f"{LABELS}.regime.severity_reporting.ksi_share": ("actual KSI share, severity reporting", {"width": 1}),
+    f"{LABELS}.reference.ksi_share": ("KSI share of the training sample", {"dash": "dashdot", "color": "grey"}),
+}
 PANELS = (
     ("Collisions scored per day", "collisions / day"),
     ("Mean P(KSI) and KSI alert rate per day", "share of collisions"),
@@ -205,6 +213,8 @@ def dashboard_figure(data: DashboardData, policy: RetrainingPolicy | None = None
     shares = metrics.assign(predicted_ksi=predicted_ksi, actual_ksi=actual_ksi)
     _series(figure, 4, shares, "predicted_ksi", "predicted KSI share", line={"dash": "dash", "color": COLOURS["ksi"]})
     _series(figure, 4, shares, "actual_ksi", "actual KSI share (labels)", line={"color": COLOURS["ksi"]})
+    for metric, (label, line) in LABEL_SERIES.items():
+        _series(figure, 4, metrics, metric, label, line=line)
     for name in KSI_CLASSES:
         colour = COLOURS[name]
         _series(

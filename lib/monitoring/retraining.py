@@ -6,6 +6,10 @@ before the labels, the estimated quality (lib.monitoring.estimated_quality) of t
 them fell below the same fraction of what the model expects on its own reference sample. A recommendation
 the estimate made is provisional: once every label of its windows has arrived, `review_provisional`
 confirms it (their labelled PR-AUC is below the labelled rule's floor too) or withdraws it, and records which.
+A fourth rule reads the labels' KSI share (lib.monitoring.label_drift, pooled over the same labelled windows
+as quality): label drift the model did not foresee recommends retraining. A KSI share that moved because
+police forces changed how they report severity (a reporting change) is never a reason by itself, and the
+summary says so.
 """
 
 from __future__ import annotations
@@ -17,10 +21,11 @@ from datetime import date
 
 import numpy as np
 
+from lib.monitoring import label_drift as labels
 from lib.monitoring.monitor import DEFAULT_DRIFT_SHARE, DEFAULT_MIN_DRIFT_ROWS
 from lib.store import events as event_store
 from lib.store import metrics as metric_store
-from lib.store.metrics import PR_AUC_METRIC
+from lib.store.metrics import LABEL_KSI_SHARE_METRIC, LABELS, PR_AUC_METRIC
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +67,8 @@ class RetrainingDecision:
     reference_estimated_pr_auc: float | None = None  # the estimate on the model's reference sample
     estimate_floor: float | None = None
     provisional: bool = False  # the estimate recommended retraining; the labels will confirm or withdraw it
+    label_verdict: str | None = None  # lib.monitoring.label_drift.VERDICTS, over the last labelled windows
+    label_drift: str | None = None  # ... and what it rests on, in a sentence
 
     @property
     def drift_too_small(self) -> bool:
@@ -70,8 +77,9 @@ class RetrainingDecision:
 
     def summary(self) -> str:
         """The decision and the numbers that made it, in a sentence."""
+        labels_said = f" Labels: {self.label_drift}" if self.label_drift else ""
         if self.recommended:
-            return "Retraining recommended: " + "; ".join(self.reasons) + "."
+            return "Retraining recommended: " + "; ".join(self.reasons) + "." + labels_said
         if self.mean_pr_auc is None:
             quality = "no labelled window to judge quality by yet"
         elif self.quality_floor is None:
@@ -103,7 +111,7 @@ class RetrainingDecision:
                 f"{self.drift_share:.0%} of the features drifted in the latest window "
                 f"(threshold {self.policy.drift_share_threshold:.0%})"
             )
-        return f"No retraining needed: {quality}, {estimate}, and {drift}."
+        return f"No retraining needed: {quality}, {estimate}, and {drift}.{labels_said}"
 
     @property
     def event(self) -> str:
@@ -131,6 +139,7 @@ def decide_retraining(
     policy: RetrainingPolicy = RetrainingPolicy(),
     estimated: Sequence[tuple[date, date, float]] = (),
     reference_estimated_pr_auc: float | None = None,
+    label_drift: labels.LabelDrift | None = None,
 ) -> RetrainingDecision:
     """Recommend retraining when recent labelled quality falls below the floor or drift is wide, or
     (provisionally) when the estimated quality of the windows awaiting labels falls below its floor.
@@ -141,6 +150,8 @@ def decide_retraining(
     windows awaiting labels, newest first; their mean is compared with `policy.quality_fraction` x
     `reference_estimated_pr_auc`, the same estimate on the model's reference sample: an estimate is
     compared with an estimate, so the model's own calibration error does not move the floor.
+    `label_drift` (the last labelled windows against the model's reference sample) counts only when it
+    is label drift that the model's P(KSI) did not follow, never when it is a reporting change.
     """
     recent = tuple(float(v) for v in recent_pr_aucs[: policy.quality_windows])
     mean_pr_auc = float(np.mean(recent)) if recent else None
@@ -175,6 +186,12 @@ def decide_retraining(
             f"{drift_share:.0%} of the features drifted in the latest window "
             f"(threshold {policy.drift_share_threshold:.0%})"
         )
+    if label_drift is not None and label_drift.unforeseen:
+        reasons.append(
+            f"the KSI share drifted beyond what reporting explains and beyond what the model expected over the "
+            f"last {label_drift.windows} labelled window(s) ({label_drift.predicted_gap * 100:+.1f} points "
+            "actual against expected)"
+        )
     return RetrainingDecision(
         recommended=bool(reasons),
         reasons=tuple(reasons),
@@ -193,6 +210,8 @@ def decide_retraining(
         reference_estimated_pr_auc=reference_estimated_pr_auc,
         estimate_floor=estimate_floor,
         provisional=provisional,
+        label_verdict=label_drift.verdict if label_drift else None,
+        label_drift=label_drift.sentence() if label_drift else None,
     )
 
 
@@ -210,6 +229,9 @@ def decide_from_metrics(
     estimated = metric_store.estimates_awaiting_labels(conn, model_version, as_of, policy.quality_windows)
     latest = metric_store.latest_drift(conn, model_version, as_of) or {"share_drifted_features": None, "rows": None}
     rows = int(latest["rows"]) if latest["rows"] is not None else None
+    labelled = metric_store.recent_family(
+        conn, model_version, LABELS, LABEL_KSI_SHARE_METRIC, as_of, policy.quality_windows
+    )
     return decide_retraining(
         model_version,
         as_of,
@@ -220,6 +242,7 @@ def decide_from_metrics(
         policy=policy,
         estimated=estimated,
         reference_estimated_pr_auc=reference_estimated_pr_auc,
+        label_drift=labels.pooled(labelled),
     )
 
 
