@@ -109,7 +109,8 @@ def test_files_that_do_not_say_the_regime_are_split_by_police_force(years, refer
     monitored_year = years[years["collision_year"] == MONITORED_YEAR].drop(columns=REPORTING_COLUMNS)
     moved = label_drift.compare_window(monitored_year, old_reference)
     assert moved.by_force and moved.verdict == "label drift"
-    assert "the files do not say how severity was reported" in moved.sentence()
+    assert "The files do not say how severity was reported" in moved.sentence()
+    assert "a force's move to injury-based reporting, which these files do not record" in moved.sentence()
 
 
 def test_stored_windows_read_back_and_pool_as_one(window, reference):

@@ -537,7 +537,8 @@ def test_dashboard_shows_the_series_from_the_tables(database_url, tmp_path):
             (
                 json.dumps({"champion_before": "1", "champion_after": "2"}),
                 days[6],
-                json.dumps({"reasons": ["75% of the features drifted in the latest window (threshold 50%)"]}),
+                json.dumps({"reasons": ["75% of the features drifted in the latest window (threshold 50%)"],
+                            "label_verdict": "reporting change"}),
                 days[6],
             ),
         )
@@ -618,6 +619,7 @@ def test_dashboard_shows_the_series_from_the_tables(database_url, tmp_path):
     assert (state, answer) == ("warn", "KSI PR-AUC 0.410") and "champion's test figure 0.450" in detail
     assert tiles["When did it last retrain?"][1:] == ("7 days ago, 2031-01-07", "version 2 became champion")
     assert tiles["Does monitoring call for retraining?"][:2] == ("alert", "yes")
+    assert tiles["Does monitoring call for retraining?"][2].endswith("; KSI share: reporting change")
     assert tiles["Is the runner keeping up?"][0] == "warn" and "behind" in tiles["Is the runner keeping up?"][1]
 
     map_data, map_layout = _figure(page, "latest-window-map")

@@ -16,8 +16,9 @@ period) in three ways:
   injury-based reporting (fatal, plus `collision_adjusted_severity_serious`).
 
 The verdict (`VERDICTS`): **label drift** when the share moved within strata or in the adjusted share;
-else a **reporting change** (or, split by police force, a **police-force mix**) when the mix accounts
-for a change; else **label drift** when the share moved but neither part alone did; else **no change**.
+else **no change** when the raw share did not move; else a **reporting change** (or, split by police
+force, a **police-force mix**) when the mix accounts for a change, and **label drift** when neither part
+alone does.
 A change counts when it is at least `MIN_CHANGE` and `Z_THRESHOLD` standard errors (both samples'
 binomial errors; it is tested every window, hence 3 rather than 2). A reporting change is not decay.
 The reference spans whole years and a window a week, so the season moves a window's share too (on
@@ -297,10 +298,15 @@ class LabelDrift:
             return "The collisions came from other forces in other proportions; the model sees the force."
         if self.verdict == "no change":
             return "No change beyond chance."
+        unknown = (
+            " (or a force's move to injury-based reporting, which these files do not record)"
+            if self.by_force
+            else ", not explained by how severity was reported"
+        )
         if self.unforeseen:
-            return "Label drift the model did not foresee: a reason to retrain."
+            return f"Label drift the model did not foresee{unknown}: a reason to retrain."
         if self.predicted_gap is None:
-            return "Label drift, not explained by how severity was reported."
+            return f"Label drift{unknown}."
         return "Label drift that the model's P(KSI) followed (its features moved too): by itself no reason to retrain."
 
 
@@ -352,12 +358,12 @@ def compare(window: LabelCounts, reference: LabelCounts, windows: int = 1) -> La
     change_z, within_z, mix_z = _z(change, change_variance), _z(within, within_variance), _z(mix, mix_variance)
     if _counts(within, within_z) or _counts(adjusted_change, adjusted_z):
         verdict = "label drift"
+    elif not _counts(change, change_z):
+        verdict = "no change"
     elif _counts(mix, mix_z):
         verdict = "police-force mix" if by_force else "reporting change"
-    elif _counts(change, change_z):
-        verdict = "label drift"
     else:
-        verdict = "no change"
+        verdict = "label drift"
     return LabelDrift(window, reference, by_force, change, change_z, mix, mix_z, within, within_z,
                       adjusted_change, adjusted_z, verdict, windows, tuple(notes))  # fmt: skip
 

@@ -124,11 +124,14 @@ def status_tiles(data: DashboardData, policy: RetrainingPolicy) -> list[Tile]:
     if decision is not None:
         reasons = (decision["details"] or {}).get("reasons") or []
         recommended = decision["event"] == "retraining_recommended"
+        # lib.monitoring.label_drift's verdict on the last labelled windows: "reporting change" is not decay.
+        labels = (decision["details"] or {}).get("label_verdict")
         tiles.append(
             Tile(
                 "Does monitoring call for retraining?",
                 "yes" if recommended else "no",
-                f"on {decision['time']}: " + ("; ".join(reasons) if reasons else "quality and drift within bounds"),
+                f"on {decision['time']}: " + ("; ".join(reasons) if reasons else "quality and drift within bounds")
+                + (f"; KSI share: {labels}" if labels else ""),
                 "alert" if recommended else "ok",
             )
         )
