@@ -302,8 +302,13 @@ def test_an_undisturbed_run_scores_every_day_once_and_monitors_every_window(worl
     assert sorted(decisions) == [date(2023, 1, 5), date(2023, 1, 8), date(2023, 1, 10)]
     assert decisions[date(2023, 1, 10)] == "retraining_recommended"
     assert "MODEL_VERSION pins the model" in undisturbed["log"]
-    # Caught up in one tick: only its last monitoring day drew an Evidently report, and the dashboard.
-    assert undisturbed["reports"] == [f"drift_2023-01-06_2023-01-10_model-{world.version}.html"]
+    # Caught up in one tick: only its last monitoring day drew Evidently reports (the drift of its window,
+    # and the quality of the first, whose labels completed during it) and the dashboard; the first
+    # window's own day drew nothing.
+    assert undisturbed["reports"] == [
+        f"drift_2023-01-06_2023-01-10_model-{world.version}.html",
+        f"quality_2023-01-01_2023-01-05_model-{world.version}.html",
+    ]
     assert undisturbed["dashboard"]
     index = undisturbed["index"]
     listed = re.findall(r'<tr data-notebook="(\w+)"', index)

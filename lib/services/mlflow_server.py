@@ -26,6 +26,8 @@ def empty_database_template() -> Path:
 
 
 class Mlflow(Service):
+    new_database = False  # whether this start creates the database (prepare); not when it is already running
+
     @property
     def url(self) -> str:
         return self.settings.mlflow_tracking_uri
