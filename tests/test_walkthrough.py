@@ -213,7 +213,7 @@ def test_the_readme_commands_work_from_a_plain_shell(user):
     settings = load_settings({}, dotenv=clone / ".env")
     _, commands = readme_walkthrough()
     assert [c[1] for c in commands] == ["up", "ingestion", "training-workflow", "run-notebook", "run-notebook",
-                                        "serve", "training-manual", "simulation", "status", "down"]
+                                        "run-notebook", "serve", "training-manual", "simulation", "status", "down"]
     checks = {"training-workflow": champion_has_its_notebook, "serve": serve_answers_the_readme_request,
               "training-manual": jupyterlab_wants_its_token, "status": all_healthy, "down": nothing_left_running}
     for command in commands:
@@ -225,6 +225,8 @@ def test_the_readme_commands_work_from_a_plain_shell(user):
         done = user.make(*command[1:])
         if target in checks:
             checks[target](user, settings, done)
+        if command[1:3] == ["run-notebook", "NB=04_monitor"]:
+            january_is_monitored(user, settings, labelled="as_of 2018-03-02" in command[3])
         if command[1:3] == ["run-notebook", "NB=03_infer"]:
             with psycopg2.connect(settings.database_url) as conn, conn.cursor() as cur:
                 cur.execute("SELECT count(*) FROM predictions WHERE collision_date BETWEEN '2018-01-01' AND "
@@ -232,6 +234,26 @@ def test_the_readme_commands_work_from_a_plain_shell(user):
                 assert cur.fetchone()[0] > 0
             conn.close()
     assert [p for p in clone.rglob("mlflow.db") if "services" not in p.parts] == []
+
+
+def january_is_monitored(user: User, settings, labelled: bool) -> None:
+    """Before its labels: drift and estimated quality; once they are in: realised quality, the KSI share by
+    reporting regime and observed against expected by place, each on the dashboard."""
+    with psycopg2.connect(settings.database_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT DISTINCT split_part(metric, '.', 1) FROM monitoring_metrics WHERE window_start = "
+                    "'2018-01-01' AND window_end = '2018-01-31'")
+        families = {row[0] for row in cur.fetchall()}
+        cur.execute("SELECT count(*) FROM place_risk WHERE known_at = '2018-03-02'")
+        places = cur.fetchone()[0]
+    conn.close()
+    dashboard = (user.clone / "reports" / "dashboard.html").read_text()
+    assert "KSI quality per window: estimated (dashed) until its labels arrive" in dashboard
+    if not labelled:
+        assert families == {"drift", "estimated"} and places == 0, (families, places)
+        return
+    assert families == {"drift", "estimated", "quality", "labels"} and places > 0, (families, places)
+    assert "KSI share per window: predicted against actual (label drift)" in dashboard
+    assert "Observed against expected KSI collisions, by place" in dashboard
 
 
 def champion_has_its_notebook(user: User, settings, done) -> None:
