@@ -72,7 +72,8 @@ lint: setup ## Check the code with ruff
 	$(PY) -m ruff check .
 
 bench: setup ## Run the benchmark scripts (minutes; figures go into BENCHMARKS.md by hand)
-	@for script in scripts/bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+	@# As modules from the repository root, so that the serving benchmarks can start servers as the tests do.
+	@for script in scripts/bench/*.py; do echo "== $$script"; $(PY) -m scripts.bench.$$(basename $$script .py) || exit 1; done
 
 notebooks: setup ## Generate the .ipynb twins of the notebooks for JupyterLab (not committed)
 	$(PY) -m jupytext --sync notebooks/*.py

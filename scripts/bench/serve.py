@@ -13,7 +13,8 @@ champion with its alert threshold (as 02_train does, without 02_train's evaluati
 4. 03_infer on one week of the last year, in-process and through the server: wall time of
    lib.runner.executor.execute (kernel start, imports, model lookup and load, scoring, PostgreSQL, HTML).
 
-Usage: python scripts/bench/serve.py [--collisions-per-year 130000] [--rows 100000] [--single 300]
+Usage, from the repository root as `make bench` runs it:
+    python -m scripts.bench.serve [--collisions-per-year 130000] [--rows 100000] [--single 300]
        [--bulk 30] [--notebook-runs 3]
 """
 

@@ -11,7 +11,8 @@ the seconds from each move to the first answer of GET /version naming the new ve
 interval plus the load), the load time the server logged, failed requests, answers from the wrong version,
 and request latency (p50, p99, max) in the steady stretch and from each move until two seconds after the swap.
 
-Usage: python scripts/bench/serve_follow.py [--collisions-per-year 130000] [--check-seconds 10]
+Usage, from the repository root as `make bench` runs it:
+    python -m scripts.bench.serve_follow [--collisions-per-year 130000] [--check-seconds 10]
        [--promotions 6] [--gap 3] [--steady 20]
 """
 
