@@ -67,11 +67,15 @@ class ServiceStatus:
 # for one must not be chosen again for the next before the first has bound it.
 _handed_out: set[int] = set()
 
+# Where free ports are looked for. Parallel test workers each take a share of it (tests/conftest.py):
+# a worker restarting a server on its port must not find another worker's new server there.
+port_range = range(20000, 30000)
+
 
 def free_port_block(size: int = 1, offset: int = 0) -> int:
     """A loopback port P with P..P+size-1 free, and (with `offset`) the same ports shifted by it."""
     for _ in range(200):
-        base = random.randrange(20000, 30000)
+        base = random.choice(port_range)
         ports = [base + i for i in range(size)] + ([base + offset + i for i in range(size)] if offset else [])
         if not any(port in _handed_out or _port_in_use(port) for port in ports):
             _handed_out.update(ports)
