@@ -184,6 +184,17 @@ def test_a_successful_run_is_archived_and_recorded(settings, reports):
     assert "warning: no MLflow run at" in index
 
 
+def test_without_html_copies_only_a_run_that_did_not_succeed_gets_one(reports):
+    succeeded = executor.execute(FIXTURES / "succeeds.py", reports_dir=reports, record=False, progress=False,
+                                 html_copy=False)
+    failed = executor.execute(FIXTURES / "fails.py", reports_dir=reports, record=False, progress=False,
+                              html_copy=False)
+
+    assert succeeded.ok and succeeded.output_ipynb.exists() and succeeded.output_html is None
+    assert not succeeded.output_ipynb.with_suffix(".html").exists()
+    assert not failed.ok and failed.output_html.exists()
+
+
 def test_a_failing_cell_exits_non_zero_names_the_cell_and_keeps_the_output(settings, reports):
     process = _cli(reports, str(FIXTURES / "fails.py"))
     _, stderr = process.communicate(timeout=60)

@@ -154,6 +154,7 @@ def execute(
     progress: bool = True,
     kernel: WarmKernel | None = None,
     settings: Settings | None = None,
+    html_copy: bool = True,
 ) -> RunResult:
     """Run a notebook with parameters, archive it and record it; see the module docstring for outcomes.
 
@@ -162,6 +163,8 @@ def execute(
     REPORTS_DIR, DATABASE_URL and NOTEBOOK_TIMEOUT. `record=False` skips the database. A
     `notebook_run_id` parameter left at None receives the run id. `kernel` runs the notebook in a
     `WarmKernel` shared with other runs (and so with this process's settings) instead of a kernel of its own.
+    With `html_copy=False` only a run that did not succeed gets its HTML copy (a runner catching up writes
+    dozens of runs nobody opens; converting each took a sixth of the run).
     """
     source = resolve_notebook(notebook)
     nb = read_notebook(source)
@@ -215,7 +218,7 @@ def execute(
         status=status,
         duration_s=duration,
         output_ipynb=output if output.exists() else None,
-        output_html=archive.html_copy(output, warnings),
+        output_html=archive.html_copy(output, warnings) if html_copy or status != "succeeded" else None,
         failed_cell=failed_cell,
         failed_line=failed_line,
         error_name=error_name,

@@ -213,7 +213,7 @@ class Runner:
             )
         return date(last, 12, 31)
 
-    def _run(self, notebook: str, parameters: dict) -> run_result.RunResult:
+    def _run(self, notebook: str, parameters: dict, html_copy: bool = True) -> run_result.RunResult:
         result = executor.execute(
             notebook,
             parameters,
@@ -222,6 +222,7 @@ class Runner:
             timeout=self.settings.notebook_timeout,
             progress=False,
             kernel=self.kernel,
+            html_copy=html_copy,
         )
         if not result.ok:
             where = f" (see {result.output_html or result.output_ipynb})" if result.output_ipynb else ""
@@ -274,9 +275,10 @@ class Runner:
     def _monitor_due(self, report: TickReport) -> None:
         """Process every monitoring day up to the last scored day, in order; stop after a retraining.
 
-        Only the last of them draws its Evidently reports and the dashboard: the others, which a runner
-        catching up passes through in seconds, store the same metrics and decisions (and 04_monitor
-        draws any window's reports when run for it by hand).
+        Only the last of them draws its Evidently reports and the dashboard, and gets the HTML copy of its
+        executed notebook: the others, which a runner catching up passes through in seconds, store the same
+        metrics and decisions, and their executed notebooks (and 04_monitor draws any window's reports
+        when run for it by hand).
         """
         while True:
             with self._session() as conn:
@@ -311,6 +313,7 @@ class Runner:
                 "as_of": as_of.isoformat(),
                 "draw_reports": draw,
             },
+            html_copy=draw,
         )
         with self._session() as conn:
             drift = metrics.drift_share(conn, start, end)
