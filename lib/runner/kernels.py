@@ -4,15 +4,18 @@ run (`CallerKernelManager`) or kept warm across runs (`WarmKernel`)."""
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import tempfile
 import time
 from pathlib import Path
+from queue import Empty
 
 from ipykernel.kernelspec import RESOURCES, get_kernel_dict
+from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
-from jupyter_core.utils import run_sync
+from jupyter_core.utils import ensure_async, run_sync
 
 from lib.runner import leftovers
 
@@ -32,6 +35,43 @@ FAST_EXIT = "--IPKernelApp.exec_lines=import atexit, gc; atexit.register(gc.free
 LEAN_SHELL = ("--InteractiveShell.cache_size=0", "--HistoryManager.enabled=False")
 
 
+class PromptClient(AsyncKernelClient):
+    """A kernel client that is ready as soon as the kernel's answer to `kernel_info` has come back on both
+    channels. jupyter_client's client then waits for 0.2 s of silence on the broadcast (IOPub) channel,
+    a fifth of a second of every notebook run; the "idle" status of that same request says the same."""
+
+    async def wait_for_ready(self, timeout: float | None = None) -> None:
+        deadline = time.monotonic() + (math.inf if timeout is None else timeout)
+        while True:
+            request = self.kernel_info()
+            try:
+                reply = await ensure_async(self.shell_channel.get_msg(timeout=1))
+            except Empty:
+                reply = None
+            if reply is not None and reply["parent_header"].get("msg_id") == request:
+                self._handle_kernel_info_reply(reply)
+                # A broadcast channel that connected too late to see this request's statuses asks again.
+                if await self._idle_after(request, within=0.5):
+                    return
+            if not await self._async_is_alive():
+                raise RuntimeError("Kernel died before replying to kernel_info")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Kernel didn't respond in {timeout:g} seconds")
+
+    async def _idle_after(self, request: str, within: float) -> bool:
+        """Read the broadcast channel up to `request`'s "idle" status (its last message); False if not seen."""
+        end = time.monotonic() + within
+        while (left := end - time.monotonic()) > 0:
+            try:
+                message = await ensure_async(self.iopub_channel.get_msg(timeout=left))
+            except Empty:
+                return False
+            if (message["msg_type"] == "status" and message["content"]["execution_state"] == "idle"
+                    and message["parent_header"].get("msg_id") == request):
+                return True
+        return False
+
+
 class CallerKernelManager(AsyncKernelManager):
     """An ipykernel of the interpreter that runs the executor, over IPC sockets in a private folder.
 
@@ -49,6 +89,7 @@ class CallerKernelManager(AsyncKernelManager):
         kwargs.setdefault("transport", "ipc")
         kwargs.setdefault("ip", str(self.socket_dir / "kernel"))
         kwargs.setdefault("connection_file", str(self.socket_dir / "kernel.json"))
+        kwargs.setdefault("client_class", f"{PromptClient.__module__}.{PromptClient.__name__}")
         super().__init__(kernel_name=KERNEL_NAME, **kwargs)
 
     @property
