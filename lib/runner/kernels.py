@@ -44,11 +44,8 @@ class PromptClient(AsyncKernelClient):
         deadline = time.monotonic() + (math.inf if timeout is None else timeout)
         while True:
             request = self.kernel_info()
-            try:
-                reply = await ensure_async(self.shell_channel.get_msg(timeout=1))
-            except Empty:
-                reply = None
-            if reply is not None and reply["parent_header"].get("msg_id") == request:
+            reply = await self._reply_to(request, within=1)
+            if reply is not None:
                 self._handle_kernel_info_reply(reply)
                 # A broadcast channel that connected too late to see this request's statuses asks again.
                 if await self._idle_after(request, within=0.5):
@@ -57,6 +54,18 @@ class PromptClient(AsyncKernelClient):
                 raise RuntimeError("Kernel died before replying to kernel_info")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"Kernel didn't respond in {timeout:g} seconds")
+
+    async def _reply_to(self, request: str, within: float) -> dict | None:
+        """The shell reply to `request`, passing over late replies to earlier requests; None if not in time."""
+        end = time.monotonic() + within
+        while (left := end - time.monotonic()) > 0:
+            try:
+                message = await ensure_async(self.shell_channel.get_msg(timeout=left))
+            except Empty:
+                return None
+            if message["parent_header"].get("msg_id") == request:
+                return message
+        return None
 
     async def _idle_after(self, request: str, within: float) -> bool:
         """Read the broadcast channel up to `request`'s "idle" status (its last message); False if not seen."""
