@@ -57,28 +57,31 @@ class PromptClient(AsyncKernelClient):
 
     async def _reply_to(self, request: str, within: float) -> dict | None:
         """The shell reply to `request`, passing over late replies to earlier requests; None if not in time."""
-        end = time.monotonic() + within
-        while (left := end - time.monotonic()) > 0:
-            try:
-                message = await ensure_async(self.shell_channel.get_msg(timeout=left))
-            except Empty:
-                return None
-            if message["parent_header"].get("msg_id") == request:
-                return message
-        return None
+        return await self._first(self.shell_channel, within, lambda message: _parent(message) == request)
 
     async def _idle_after(self, request: str, within: float) -> bool:
         """Read the broadcast channel up to `request`'s "idle" status (its last message); False if not seen."""
+        idle = await self._first(self.iopub_channel, within, lambda message: (
+            message["msg_type"] == "status" and message["content"]["execution_state"] == "idle"
+            and _parent(message) == request))
+        return idle is not None
+
+    @staticmethod
+    async def _first(channel, within: float, wanted) -> dict | None:
+        """The first message on `channel` for which `wanted` holds, reading for at most `within` seconds."""
         end = time.monotonic() + within
         while (left := end - time.monotonic()) > 0:
             try:
-                message = await ensure_async(self.iopub_channel.get_msg(timeout=left))
+                message = await ensure_async(channel.get_msg(timeout=left))
             except Empty:
-                return False
-            if (message["msg_type"] == "status" and message["content"]["execution_state"] == "idle"
-                    and message["parent_header"].get("msg_id") == request):
-                return True
-        return False
+                return None
+            if wanted(message):
+                return message
+        return None
+
+
+def _parent(message: dict) -> str | None:
+    return message["parent_header"].get("msg_id")
 
 
 class CallerKernelManager(AsyncKernelManager):
