@@ -14,6 +14,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
+import lib.runner  # noqa: F401 -- before nbformat: the test process skips a slow import (lib/runner/__init__.py)
 from lib.config import ROOT, load_settings
 from lib.services import service
 from lib.services.stack import private_stack

@@ -83,6 +83,16 @@ def _wait_gone(pid: int, seconds: float) -> bool:
     return False
 
 
+def test_the_runner_starts_without_building_parsers_for_a_format_no_notebook_uses():
+    """jsonschema, imported by nbformat, would otherwise import rfc3987_syntax: 1.6 s of every runner start-up."""
+    probe = "import sys, lib.runner.executor; print(sys.modules.get('rfc3987_syntax'), 'jsonschema' in sys.modules)"
+    printed = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert printed.stdout.split() == ["None", "True"]
+    # Notebooks are still validated against their schema.
+    with pytest.raises(nbformat.ValidationError):
+        nbformat.validate(nbformat.from_dict({"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [{}]}))
+
+
 def test_notebooks_resolve_by_name_file_name_or_path():
     expected = (FIXTURES / "succeeds.py").resolve()
     assert parameters.resolve_notebook("succeeds", FIXTURES) == expected
