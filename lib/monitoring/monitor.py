@@ -336,7 +336,7 @@ def compute_quality(
 def load_predictions(conn, window_start: date, window_end: date, model_version: str) -> pd.DataFrame:
     """The prediction rows of one model version for collisions dated in the window."""
     rows = prediction_store.scored_in_window(conn, window_start, window_end, model_version)
-    return pd.DataFrame(rows, columns=prediction_store.SCORED_COLUMNS)
+    return pd.DataFrame.from_records(rows, columns=prediction_store.SCORED_COLUMNS)
 
 
 def window_model_versions(conn, window_start: date, window_end: date) -> list[str]:

@@ -113,3 +113,10 @@ def fetch_dicts(conn, query: str, params: tuple | dict = ()) -> list[dict]:
     with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
         cur.execute(query, params)
         return [dict(row) for row in cur.fetchall()]
+
+
+def fetch_tuples(conn, query: str, params: tuple | dict = ()) -> list[tuple]:
+    """Run a parameterised query and return its rows as tuples (thousands of rows: a dict per row is slow)."""
+    with conn.cursor() as cur:
+        cur.execute(query, params)
+        return cur.fetchall()

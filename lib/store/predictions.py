@@ -6,7 +6,7 @@ from datetime import date
 
 import psycopg2.extras
 
-from lib.store.db import fetch_dicts
+from lib.store.db import fetch_dicts, fetch_tuples
 
 COLUMNS = [
     "collision_index", "model_version", "collision_date", "window_start", "window_end",
@@ -39,9 +39,10 @@ def replace_window(conn, model_version: str, start: date, end: date, rows: list[
     return replaced
 
 
-def scored_in_window(conn, start: date, end: date, model_version: str) -> list[dict]:
-    """The version's predictions for collisions dated start..end, in date and index order."""
-    return fetch_dicts(
+def scored_in_window(conn, start: date, end: date, model_version: str) -> list[tuple]:
+    """The version's predictions for collisions dated start..end (tuples in SCORED_COLUMNS order), in date and
+    index order."""
+    return fetch_tuples(
         conn,
         f"SELECT {', '.join(SCORED_COLUMNS)} FROM predictions"
         " WHERE model_version = %s AND collision_date BETWEEN %s AND %s ORDER BY collision_date, collision_index",
