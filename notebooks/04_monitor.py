@@ -187,11 +187,13 @@ pd.DataFrame({"this window": estimate.metrics(), "reference sample": reference_e
 # ## Quality where the labels have arrived
 #
 # The windows below had every label by the simulated date: those whose last label arrived during this
-# window, and any older one not evaluated yet. Labels that arrive later are never read.
+# window (or, when `as_of` is later than the window, on that day: the day the runner comes back to a window
+# for its labels), and any older one not evaluated yet. Labels that arrive later are never read.
 
 # %%
+completed_since = start if today <= end else today
 with session(database_url) as conn:
-    due = monitor.windows_awaiting_quality(conn, today, delay, completed_since=start)
+    due = monitor.windows_awaiting_quality(conn, today, delay, completed_since=completed_since)
     quality_rows, label_sentences = [], []
     for due_start, due_end, due_version in due:
         scored = monitor.join_truth(
@@ -247,7 +249,7 @@ if quality_rows:
 else:
     display(
         Markdown(
-            f"No monitored window completed its labels between {start} and {today}; this window's arrive on "
+            f"No monitored window completed its labels between {completed_since} and {today}; this window's arrive on "
             f"{monitor.labels_known_at(end, delay)}."
         )
     )

@@ -350,8 +350,10 @@ def windows_awaiting_quality(
     """(start, end, model version) of the monitored windows whose labels have all arrived by `as_of`
     and whose quality is not stored yet or became known on or after `completed_since`, oldest first.
 
-    A monitoring run passes its window's first day as `completed_since`: it evaluates the windows
-    completed during its window, plus any backlog, and a rerun evaluates the same ones again.
+    A monitoring run on its window's last day passes the window's first day as `completed_since`: it
+    evaluates the windows completed during its window, plus any backlog. A run on a later day (the day a
+    window's labels have all arrived) passes that day, and evaluates the windows completed on it. A rerun
+    evaluates the same ones again.
     """
     return metric_store.windows_awaiting_quality(conn, as_of, label_delay_days, completed_since)
 
