@@ -315,6 +315,32 @@ def test_an_undisturbed_run_scores_every_day_once_and_monitors_every_window(worl
     assert len(listed) == 4 and listed[0] == "04_monitor" and listed[-1] == "03_infer"  # newest first
 
 
+def test_a_runner_catching_up_over_several_ticks_draws_only_on_the_tick_that_catches_up(
+    world, undisturbed, fresh_database, tmp_path, monkeypatch
+):
+    """The reports of a tick that the next one replaces at once are not drawn; the rows are the same."""
+    reports = tmp_path / "reports"
+    for key, value in simulation_env(world, fresh_database, reports).items():
+        monkeypatch.setenv(key, value)  # the notebooks' kernel reads them, as under scripts/simulate.py
+    start_timeline_long_ago(fresh_database)
+    runner = simulation.Runner(load_settings(), stop=START + timedelta(days=DAYS - 1), max_chunk_days=5,
+                               redraw_seconds=3600)
+    try:
+        ticks = [runner.tick() for _ in range(2)]
+    finally:
+        runner.close()
+
+    assert [(tick.failure, tick.scored_days) for tick in ticks] == [
+        (None, Window(START, date(2023, 1, 5))), (None, Window(date(2023, 1, 6), date(2023, 1, 10)))
+    ]
+    assert ticks[-1].done
+    # The first tick (still behind) drew nothing; the second drew what the undisturbed single tick drew.
+    assert sorted(p.name for p in (reports / "monitoring").glob("*.html")) == undisturbed["reports"]
+    assert [run["output_html"] is not None for run in runs(fresh_database, "03_infer")] == [False, True]
+    assert [run["output_html"] is not None for run in runs(fresh_database, "04_monitor")] == [False, False, True]
+    assert snapshot(fresh_database) == {name: undisturbed[name] for name in ("predictions", "metrics", "state")}
+
+
 def _wait_inside(runner: Runner, database_url: str, notebook: str, nth: int) -> None:
     """Return once the runner is half a second into its `nth` run of `notebook`."""
     wait_until(

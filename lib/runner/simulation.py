@@ -11,6 +11,10 @@ One tick of the runner brings the simulation as far as the warped clock allows, 
    per run, so a runner that was down catches up in bounded steps;
 3. process the monitoring days that step 2 made possible, as in 1.
 
+The tick's last monitoring day draws its Evidently reports and the dashboard (the others store the
+same metrics and decisions) once the tick has caught up with the clock, and while it catches up at
+most once per REDRAW_SECONDS of real time, as do the HTML copies of the executed notebooks.
+
 Decisions are taken on simulated dates that do not depend on when the runner happened to run, so
 a runner that was down, or killed, ends with the same rows as one that never stopped.
 
@@ -57,6 +61,10 @@ log = logging.getLogger(__name__)
 RETRAIN_COOLDOWN_DAYS = 28
 # A retraining that keeps failing (e.g. too few labelled collisions) must not stall the simulation.
 MAX_RETRAIN_ATTEMPTS = 3
+# While catching up, a tick's reports are drawn at most once per this many real seconds: drawing a
+# monitoring day's Evidently reports and the dashboard takes seconds, and the next tick replaces them
+# moments later.
+REDRAW_SECONDS = 60
 
 
 class StepFailed(RuntimeError):
@@ -167,7 +175,7 @@ class Runner:
     passed to 02_train on retraining (tests use fewer bootstrap resamples). With `warm_kernel`
     the notebooks share one kernel (see `lib.runner.executor.WarmKernel`); `close()` shuts it down.
     `lock` is the one-runner lock when the caller took it already (scripts/simulate.py does, before
-    a reset); `close()` releases it.
+    a reset); `close()` releases it. `redraw_seconds`: see REDRAW_SECONDS.
     """
 
     def __init__(
@@ -179,6 +187,7 @@ class Runner:
         train_parameters: dict | None = None,
         warm_kernel: bool = True,
         lock: RunnerLock | None = None,
+        redraw_seconds: float = REDRAW_SECONDS,
     ):
         self.settings = settings
         self.stop = stop
@@ -188,6 +197,8 @@ class Runner:
         self._data_years: tuple[int, int] | None = None
         self._retrain_failures: dict[date, int] = {}
         self.lock = lock or RunnerLock(settings.database_url)
+        self.redraw_seconds = redraw_seconds
+        self._drawn_at = time.monotonic()
         # Notebook start-up (kernel, imports) costs more than a day's work: one kernel serves every run.
         self.kernel = kernels.WarmKernel() if warm_kernel else None
 
@@ -212,6 +223,11 @@ class Runner:
                 f"SIMULATION_START_DATE inside those years and start over with --reset"
             )
         return date(last, 12, 31)
+
+    def _draws(self, caught_up: bool) -> bool:
+        """Whether the last run of this tick draws: always once the tick has caught up with the clock,
+        and while catching up when the last drawing is `redraw_seconds` old."""
+        return caught_up or time.monotonic() - self._drawn_at >= self.redraw_seconds
 
     def _run(self, notebook: str, parameters: dict, html_copy: bool = True) -> run_result.RunResult:
         result = executor.execute(
@@ -239,7 +255,7 @@ class Runner:
 
     # -- steps -------------------------------------------------------------------------------
 
-    def _infer(self, days: Window, report: TickReport) -> None:
+    def _infer(self, days: Window, report: TickReport, html_copy: bool = True) -> None:
         first, last = days.start, days.end
         self._run(
             "03_infer",
@@ -248,6 +264,7 @@ class Runner:
                 "end_date": last.isoformat(),
                 "model_uri": self.settings.model_uri,
             },
+            html_copy=html_copy,
         )
         with self._session() as conn:
             simulation_state.set_progress(conn, last_inferred_date=last)
@@ -272,13 +289,14 @@ class Runner:
             [Window(start, end) for start, end in windows] + ([new] if new else []),
         )
 
-    def _monitor_due(self, report: TickReport) -> None:
+    def _monitor_due(self, report: TickReport, caught_up: bool) -> None:
         """Process every monitoring day up to the last scored day, in order; stop after a retraining.
 
         Only the last of them draws its Evidently reports and the dashboard, and gets the HTML copy of its
-        executed notebook: the others, which a runner catching up passes through in seconds, store the same
-        metrics and decisions, and their executed notebooks (and 04_monitor draws any window's reports
-        when run for it by hand).
+        executed notebook, and only when `caught_up` (nothing is left to score until the clock moves on) or
+        the last drawing is `redraw_seconds` old. The others, which a runner catching up passes through
+        in seconds, store the same metrics and decisions, and their executed notebooks (and 04_monitor
+        draws any window's reports when run for it by hand).
         """
         while True:
             with self._session() as conn:
@@ -291,7 +309,8 @@ class Runner:
                 point.as_of,
                 point.window if point.new_window else None,
             )
-            if self._monitor(point, progress, report, draw=following.as_of > progress.last_inferred):
+            last = following.as_of > progress.last_inferred
+            if self._monitor(point, progress, report, draw=last and self._draws(caught_up)):
                 return
 
     def _monitor(self, point: MonitoringPoint, progress: Progress, report: TickReport, draw: bool = True) -> bool:
@@ -315,6 +334,8 @@ class Runner:
             },
             html_copy=draw,
         )
+        if draw:
+            self._drawn_at = time.monotonic()
         with self._session() as conn:
             drift = metrics.drift_share(conn, start, end)
             arrived = metrics.became_known(conn, PR_AUC_METRIC, progress.monitored_through, as_of)
@@ -405,13 +426,15 @@ class Runner:
             now = now or datetime.now(UTC)
             report.simulated_now = timeline.simulated_now(now)
             target = min(timeline.completed_through(now), self.final_day(timeline))
-            self._monitor_due(report)
+            with self._session() as conn:
+                progress = load_progress(conn)
+            self._monitor_due(report, caught_up=progress.last_inferred >= target)
             with self._session() as conn:
                 progress = load_progress(conn)
             chunk = next_chunk(progress.last_inferred, target, self.max_chunk_days)
             if chunk:
-                self._infer(chunk, report)
-                self._monitor_due(report)
+                self._infer(chunk, report, html_copy=self._draws(chunk.end >= target))
+                self._monitor_due(report, caught_up=chunk.end >= target)
             with self._session() as conn:
                 progress = load_progress(conn)
             final = self.final_day(timeline)
