@@ -302,6 +302,9 @@ def test_ctrl_c_interrupts_the_command_and_the_run_is_recorded(settings, reports
     fixture = str(FIXTURES / "waits_for_interrupt.py")
     process = _cli(reports, fixture, "-p", "ready_file", str(ready), "--timeout", "30")
     _wait_for(ready)
+    # The cell printed before it wrote the file, but its output still has to travel from the kernel to the
+    # runner: a person presses Ctrl-C after seeing it, not in the same millisecond.
+    time.sleep(1)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=30)
 
