@@ -209,9 +209,15 @@ with session(database_url) as conn:
         labels = label_drift.compare_window(scored, references[due_version])
         monitor.store_metrics(conn, due_start, due_end, due_version, LABELS, labels.metrics(), quality.known_at)
         label_sentences.append(f"**{due_start}..{due_end}**: {labels.sentence()}")
-        if draw_reports:
+        snapshot = monitor.classification_snapshot(scored, scored["alert_threshold"].iloc[0]) if draw_reports else None
+        if draw_reports and snapshot is None:
+            label_sentences.append(
+                f"**{due_start}..{due_end}**: no Evidently quality report, as its {len(scored):,} labelled collisions "
+                f"were all {'KSI' if scored['ksi'].all() else 'slight'}: a classification report needs both classes."
+            )
+        elif draw_reports:
             evidently_report.save_report(
-                monitor.classification_snapshot(scored, scored["alert_threshold"].iloc[0]),
+                snapshot,
                 reports,
                 evidently_report.ReportHeading(
                     evidently_report.QUALITY,

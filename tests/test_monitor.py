@@ -251,6 +251,8 @@ def test_a_window_with_one_class_gets_undefined_metrics_not_a_crash():
     assert values["ksi_recall"] is None and values["ksi_precision"] is None
     assert values["ksi_brier"] == pytest.approx((scored["p_ksi"] ** 2).mean())
     assert quality.labelled_rows == len(scored)
+    # Evidently's classification report cannot be drawn for it (its per-class table raises a KeyError).
+    assert monitor.classification_snapshot(scored, alert_threshold=0.4) is None
 
 
 # ----------------------------------------------------------------------------------------- decision

@@ -230,15 +230,20 @@ def _column_drift(current: pd.DataFrame, reference: pd.DataFrame, categorical: l
 
 
 def classification_snapshot(scored: pd.DataFrame, alert_threshold: float):
-    """Evidently's classification report of a labelled window: KSI (`ksi`) against P(KSI) at the alert threshold.
+    """Evidently's classification report of a labelled window: KSI (`ksi`) against P(KSI) at the alert threshold;
+    None when the window's labels are all of one class (a small window with no KSI collision).
 
     The window is shown on its own: the model's reference sample is its training data, whose
     in-sample quality would flatter the comparison (its test figure is on the dashboard instead).
+    Evidently 0.7's per-class table fails with a KeyError on a class absent from the labels, and a
+    report of ROC and precision-recall curves means nothing there; the stored metrics say which are undefined.
     """
+    _check_columns(scored, ["ksi", "p_ksi"], "scored")
+    if scored["ksi"].nunique() < 2:
+        return None
     from evidently import BinaryClassification, DataDefinition, Dataset, Report
     from evidently.presets import ClassificationPreset
 
-    _check_columns(scored, ["ksi", "p_ksi"], "scored")
     frame = pd.DataFrame({"ksi": scored["ksi"].astype(int), "p_ksi": scored["p_ksi"].astype(float)})
     definition = DataDefinition(
         classification=[
