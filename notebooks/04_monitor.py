@@ -210,12 +210,7 @@ with session(database_url) as conn:
         monitor.store_metrics(conn, due_start, due_end, due_version, LABELS, labels.metrics(), quality.known_at)
         label_sentences.append(f"**{due_start}..{due_end}**: {labels.sentence()}")
         snapshot = monitor.classification_snapshot(scored, scored["alert_threshold"].iloc[0]) if draw_reports else None
-        if draw_reports and snapshot is None:
-            label_sentences.append(
-                f"**{due_start}..{due_end}**: no Evidently quality report, as its {len(scored):,} labelled collisions "
-                f"were all {'KSI' if scored['ksi'].all() else 'slight'}: a classification report needs both classes."
-            )
-        elif draw_reports:
+        if snapshot is not None:
             evidently_report.save_report(
                 snapshot,
                 reports,
@@ -227,6 +222,11 @@ with session(database_url) as conn:
                     due_version,
                     f"{quality.labelled_rows:,} collisions whose labels had all arrived by {quality.known_at}",
                 ),
+            )
+        elif draw_reports:
+            label_sentences.append(
+                f"**{due_start}..{due_end}**: no Evidently quality report, as its {len(scored):,} labelled collisions "
+                f"were all {'KSI' if scored['ksi'].all() else 'slight'}: a classification report needs both classes."
             )
         quality_rows.append(
             {
